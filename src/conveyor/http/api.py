@@ -1,0 +1,175 @@
+"""The HTTP adapter: authentication, limits and problem documents around the route table."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.domain import problems
+from conveyor.domain.problems import Problem
+from conveyor.http.auth import KeyCache, credential_from_header
+from conveyor.http.limits import ConcurrencyLimiter
+from conveyor.http.responses import problem_response, reply_response
+from conveyor.marketing.routing import Account, Reply, RouteTable, invoke
+from conveyor.settings import Settings
+from conveyor.storage.database import Database
+
+log = logging.getLogger("conveyor.http")
+T = TypeVar("T")
+
+
+class RequestTimedOut(Exception):
+    pass
+
+
+@dataclass
+class Deadline:
+    at: float
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() > self.at
+
+
+@dataclass
+class ApiGate:
+    """What every authenticated request passes through, batches included."""
+
+    settings: Settings
+    database: Database
+    keys: KeyCache
+    limiter: ConcurrencyLimiter
+
+    def api_root(self, request: Request) -> str:
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/") + "/3.0"
+        return str(request.base_url).rstrip("/") + "/3.0"
+
+    async def authenticate(self, request: Request) -> Account:
+        trigger = request.headers.get("x-trigger-error")
+        if trigger:
+            forced = problems.triggered(trigger)
+            if forced is not None:
+                raise forced
+        key = credential_from_header(request.headers.get("authorization"))
+        if key is None:
+            raise problems.api_key_missing()
+        account = await anyio.to_thread.run_sync(self.keys.resolve, key)
+        if account is None:
+            raise problems.api_key_invalid()
+        return account
+
+    async def read_body(self, request: Request, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise problems.payload_too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise problems.payload_too_large(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def run_sync(self, deadline: Deadline, work: Callable[[], T]) -> T:
+        """Run blocking work in a thread, answering 504 if it outlives the request timeout.
+
+        The thread cannot be interrupted, so the work itself checks the deadline before it
+        commits (see `execute`): a timed-out request leaves no write behind.
+        """
+        remaining = max(deadline.at - time.monotonic(), 0.0)
+        with anyio.move_on_after(remaining) as scope:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            raise Problem(
+                504,
+                "Request Timeout",
+                f"The request took longer than {self.settings.limits.request_timeout_seconds:g} "
+                "seconds and was abandoned; nothing it did was saved.",
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def marketing_endpoint(gate: ApiGate, routes: RouteTable) -> Callable[[Request], Any]:
+    limits = gate.settings.limits
+
+    async def endpoint(request: Request) -> Response:
+        request_id = new_request_id()
+        try:
+            account = await gate.authenticate(request)
+            with gate.limiter.slot(account.pk) as granted:
+                if not granted:
+                    raise problems.too_many_requests(
+                        f"You have exceeded the limit of {limits.max_concurrent_requests} "
+                        "simultaneous connections."
+                    )
+                body = await gate.read_body(request, limits.max_body_bytes)
+                deadline = Deadline(time.monotonic() + limits.request_timeout_seconds)
+                path = "/" + request.path_params.get("path", "")
+                query = dict(request.query_params)
+                api_root = gate.api_root(request)
+                method = request.method
+
+                def work() -> Reply:
+                    return execute(
+                        gate.database, routes, account, method, path, query, body,
+                        api_root=api_root, request_id=request_id, deadline=deadline,
+                    )  # fmt: skip
+
+                reply = await gate.run_sync(deadline, work)
+        except Problem as problem:
+            return problem_response(problem, request_id)
+        return reply_response(reply.status, reply.body, request_id)
+
+    return endpoint
+
+
+def execute(
+    database: Database,
+    routes: RouteTable,
+    account: Account,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: bytes,
+    *,
+    api_root: str,
+    request_id: str,
+    deadline: Deadline,
+) -> Reply:
+    """One HTTP request = one transaction, committed only for a 2xx answered in time."""
+    engine = database.reader if method == "GET" else database.writer
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            reply = invoke(
+                routes, conn, account, method, path, query, body or None,
+                api_root=api_root, request_id=request_id,
+            )  # fmt: skip
+            if reply.status < 400 and not deadline.expired:
+                transaction.commit()
+            else:
+                transaction.rollback()
+        except BaseException:
+            transaction.rollback()
+            raise
+    return reply
+
+
+async def stream_body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk

@@ -1,0 +1,59 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from conveyor.domain import problems
+from conveyor.http.api import ApiGate, marketing_endpoint, new_request_id
+from conveyor.http.auth import KeyCache
+from conveyor.http.limits import InProcessLimiter
+from conveyor.http.responses import problem_response
+from conveyor.runtime.bootstrap import Services
+from conveyor.storage import accounts
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def build_gate(services: Services) -> ApiGate:
+    database = services.database
+
+    def lookup(key: str) -> accounts.Account | None:
+        with database.read() as conn:
+            return accounts.account_for_key(conn, key)
+
+    return ApiGate(
+        settings=services.settings,
+        database=database,
+        keys=KeyCache(lookup),
+        limiter=InProcessLimiter(services.settings.limits.max_concurrent_requests),
+    )
+
+
+def create_app(services: Services, extra_routes: list[Route] | None = None) -> Starlette:
+    gate = build_gate(services)
+    endpoint = marketing_endpoint(gate, services.routes)
+    routes = [
+        *(extra_routes or []),
+        Route("/3.0", endpoint, methods=ALL_METHODS),
+        Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return problem_response(problems.not_found(), new_request_id())
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return problem_response(problems.method_not_allowed(), new_request_id())
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return problem_response(problems.internal_error(), new_request_id())
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+    )
+    app.state.gate = gate
+    return app

@@ -1,0 +1,13 @@
+"""The whole Marketing API subset as one route table."""
+
+from __future__ import annotations
+
+from conveyor.marketing import lists, members, merge_fields, root
+from conveyor.marketing.routing import RouteTable
+
+
+def marketing_routes() -> RouteTable:
+    table = RouteTable()
+    for module in (root, lists, members, merge_fields):
+        table.include(module.routes)
+    return table

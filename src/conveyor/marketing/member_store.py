@@ -1,0 +1,302 @@
+"""Member rows: the reads and writes that the member, tag and batch-subscribe handlers share.
+
+Everything a member has beyond its identity and status lives in one JSON column, so that
+creating a member is one INSERT: the batch hot path (ARCHITECTURE.md, decision 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, or_, select
+
+from conveyor.domain import problems
+from conveyor.domain.email import is_plausible_email
+from conveyor.domain.ids import hex_id, now_iso, subscriber_hash
+from conveyor.domain.problems import FieldError
+from conveyor.marketing.schemas import MemberFields
+from conveyor.storage.tables import lists, members, merge_fields, tags
+
+FORGOTTEN = "forgotten"
+
+
+@dataclass(frozen=True, slots=True)
+class MergeFieldDef:
+    tag: str
+    type: str
+    required: bool
+    default_value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListContext:
+    pk: int
+    list_id: str
+    merge_fields: tuple[MergeFieldDef, ...]
+
+
+@dataclass(slots=True)
+class MemberRow:
+    web_id: int
+    subscriber_hash: str
+    email_address: str
+    unique_email_id: str
+    contact_id: str
+    status: str
+    data: dict[str, Any]
+    last_changed: str
+
+
+# One query for the list and its merge fields (LEFT JOIN: a list may have none).
+_LIST_CONTEXT = (
+    select(lists.c.pk, merge_fields.c.tag, merge_fields.c.data)
+    .select_from(lists.outerjoin(merge_fields, merge_fields.c.list_pk == lists.c.pk))
+    .where(
+        and_(
+            lists.c.list_id == bindparam("list_id"),
+            lists.c.account_pk == bindparam("account_pk"),
+        )
+    )
+)
+
+_MEMBER_COLUMNS = (
+    members.c.web_id,
+    members.c.subscriber_hash,
+    members.c.email_address,
+    members.c.unique_email_id,
+    members.c.contact_id,
+    members.c.status,
+    members.c.data,
+    members.c.last_changed,
+)
+
+_MEMBER_BY_HASH = select(*_MEMBER_COLUMNS).where(
+    and_(members.c.list_pk == bindparam("list_pk"), members.c.subscriber_hash == bindparam("h"))
+)
+_MEMBER_BY_HASH_OR_CONTACT = select(*_MEMBER_COLUMNS).where(
+    and_(
+        members.c.list_pk == bindparam("list_pk"),
+        or_(members.c.subscriber_hash == bindparam("h"), members.c.contact_id == bindparam("h")),
+    )
+)
+_INSERT_MEMBER = members.insert().returning(members.c.web_id)
+# Identity, status and tags are columns or handled apart; only these go into `data`.
+_MEMBER_FIELD_NAMES = set(MemberFields.model_fields)
+
+
+def load_list(conn: Connection, account_pk: int, list_id: str) -> ListContext:
+    rows = conn.execute(_LIST_CONTEXT, {"list_id": list_id, "account_pk": account_pk}).all()
+    if not rows:
+        raise problems.not_found()
+    defs = tuple(
+        MergeFieldDef(
+            row.tag, row.data["type"], bool(row.data["required"]), row.data["default_value"]
+        )
+        for row in rows
+        if row.tag is not None
+    )
+    return ListContext(rows[0].pk, list_id, defs)
+
+
+def member_key(raw: str) -> str:
+    """The path's member reference: a subscriber hash, an email address or a contact id."""
+    return subscriber_hash(raw) if "@" in raw else raw.lower()
+
+
+def find_member(conn: Connection, list_pk: int, raw_key: str) -> MemberRow | None:
+    key = member_key(raw_key)
+    statement = _MEMBER_BY_HASH if "@" in raw_key else _MEMBER_BY_HASH_OR_CONTACT
+    row = conn.execute(statement, {"list_pk": list_pk, "h": key}).first()
+    return None if row is None else MemberRow(*row)
+
+
+def get_visible_member(conn: Connection, list_pk: int, raw_key: str) -> MemberRow:
+    member = find_member(conn, list_pk, raw_key)
+    if member is None or member.status == FORGOTTEN:
+        raise problems.not_found()
+    return member
+
+
+def check_email(email: str) -> str:
+    email = email.strip()
+    if not is_plausible_email(email):
+        raise problems.fake_email(email)
+    return email
+
+
+def new_member_data(ctx: ListContext) -> dict[str, Any]:
+    return {
+        "email_type": "html",
+        "merge_fields": {field.tag: field.default_value for field in ctx.merge_fields},
+        "interests": {},
+        "language": "",
+        "vip": False,
+        "location": {
+            "latitude": 0,
+            "longitude": 0,
+            "gmtoff": 0,
+            "dstoff": 0,
+            "country_code": "",
+            "timezone": "",
+            "region": "",
+        },
+        "marketing_permissions": [],
+        "ip_signup": "",
+        "timestamp_signup": "",
+        "ip_opt": "",
+        "timestamp_opt": "",
+        "source": "API - Generic",
+        "tags": [],
+        "member_rating": 2,
+        "unsubscribe_reason": "",
+    }
+
+
+def apply_fields(
+    ctx: ListContext, data: dict[str, Any], fields: MemberFields, *, is_new: bool
+) -> dict[str, Any]:
+    """Merge the given fields into `data`, checking merge fields against the list."""
+    given = fields.model_dump(include=_MEMBER_FIELD_NAMES, exclude_unset=True, exclude_none=True)
+    if "merge_fields" in given:
+        data["merge_fields"] = _merge_values(ctx, data["merge_fields"], given.pop("merge_fields"))
+    if is_new:
+        _require_merge_fields(ctx, data["merge_fields"])
+    if "location" in given:
+        data["location"] = {**data["location"], **given.pop("location")}
+    if "interests" in given:
+        data["interests"] = {**data["interests"], **given.pop("interests")}
+    data.update(given)
+    return data
+
+
+def _merge_values(
+    ctx: ListContext, current: dict[str, Any], given: dict[str, Any]
+) -> dict[str, Any]:
+    known = {field.tag: field for field in ctx.merge_fields}
+    merged = dict(current)
+    errors: list[FieldError] = []
+    for tag, value in given.items():
+        field = known.get(tag.upper())
+        if field is None:
+            continue  # the real service ignores merge tags the list does not have
+        if field.type == "address":
+            if not isinstance(value, dict | str):
+                errors.append(FieldError(field.tag, "Please enter a complete address"))
+                continue
+        elif field.type == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                errors.append(FieldError(field.tag, "Please enter a number"))
+                continue
+            if isinstance(value, str) and value.strip():
+                try:
+                    float(value)
+                except ValueError:
+                    errors.append(FieldError(field.tag, "Please enter a number"))
+                    continue
+        elif not isinstance(value, str | int | float) or isinstance(value, bool):
+            errors.append(FieldError(field.tag, "Please enter a value"))
+            continue
+        merged[field.tag] = value
+    if errors:
+        raise problems.invalid_resource(errors, "Your merge fields were invalid.")
+    return merged
+
+
+def _require_merge_fields(ctx: ListContext, values: dict[str, Any]) -> None:
+    missing = [
+        FieldError(field.tag, "Please enter a value")
+        for field in ctx.merge_fields
+        if field.required and values.get(field.tag) in (None, "")
+    ]
+    if missing:
+        raise problems.invalid_resource(missing, "Your merge fields were invalid.")
+
+
+def insert_member(
+    conn: Connection,
+    account_pk: int,
+    ctx: ListContext,
+    email: str,
+    status: str,
+    data: dict[str, Any],
+) -> MemberRow:
+    now = now_iso()
+    if status == "subscribed" and not data["timestamp_opt"]:
+        data["timestamp_opt"] = now
+    row = MemberRow(
+        web_id=0,
+        subscriber_hash=subscriber_hash(email),
+        email_address=email,
+        unique_email_id=hex_id(10),
+        contact_id=hex_id(32),
+        status=status,
+        data=data,
+        last_changed=now,
+    )
+    result = conn.execute(
+        _INSERT_MEMBER,
+        {
+            "account_pk": account_pk,
+            "list_pk": ctx.pk,
+            "subscriber_hash": row.subscriber_hash,
+            "email_address": email,
+            "unique_email_id": row.unique_email_id,
+            "contact_id": row.contact_id,
+            "status": status,
+            "data": data,
+            "last_changed": now,
+        },
+    )
+    row.web_id = int(result.scalar_one())
+    return row
+
+
+def save_member(conn: Connection, member: MemberRow) -> None:
+    member.last_changed = now_iso()
+    conn.execute(
+        members.update()
+        .where(members.c.web_id == member.web_id)
+        .values(
+            email_address=member.email_address,
+            subscriber_hash=member.subscriber_hash,
+            status=member.status,
+            data=member.data,
+            last_changed=member.last_changed,
+        )
+    )
+
+
+def revive(member: MemberRow, ctx: ListContext, status: str) -> None:
+    """An archived member added again starts over with fresh fields."""
+    member.data = new_member_data(ctx)
+    member.status = status
+
+
+def apply_tag_changes(
+    conn: Connection, list_pk: int, member: MemberRow, changes: list[tuple[str, bool]]
+) -> None:
+    """Activate or deactivate tags by name; unknown active tags are created for the list."""
+    current = {tag["name"]: tag for tag in member.data.get("tags", [])}
+    for name, active in changes:
+        if not active:
+            current.pop(name, None)
+            continue
+        if name in current:
+            continue
+        tag_id = _tag_id(conn, list_pk, name)
+        current[name] = {"id": tag_id, "name": name, "date_added": now_iso()}
+    member.data["tags"] = list(current.values())
+
+
+def _tag_id(conn: Connection, list_pk: int, name: str) -> int:
+    found = conn.execute(
+        select(tags.c.id).where(and_(tags.c.list_pk == list_pk, tags.c.name == name))
+    ).scalar()
+    if found is not None:
+        return int(found)
+    return int(
+        conn.execute(
+            tags.insert().values(list_pk=list_pk, name=name).returning(tags.c.id)
+        ).scalar_one()
+    )

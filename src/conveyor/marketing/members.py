@@ -1,0 +1,417 @@
+"""List members, their tags, and batch subscribe (`POST /lists/{list_id}`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, func, select
+
+from conveyor.domain import problems
+from conveyor.domain.ids import now_iso, subscriber_hash
+from conveyor.domain.problems import FieldError, Problem
+from conveyor.marketing.common import link, paging, schema_url, validate
+from conveyor.marketing.member_store import (
+    FORGOTTEN,
+    ListContext,
+    MemberRow,
+    apply_fields,
+    apply_tag_changes,
+    check_email,
+    find_member,
+    get_visible_member,
+    insert_member,
+    load_list,
+    new_member_data,
+    revive,
+    save_member,
+)
+from conveyor.marketing.routing import Call, Reply, RouteTable
+from conveyor.marketing.schemas import (
+    BatchMember,
+    BatchSubscribe,
+    MemberCreate,
+    MemberPatch,
+    MemberUpsert,
+    TagsPost,
+)
+from conveyor.storage.tables import members
+
+routes = RouteTable()
+
+MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
+
+
+def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
+    data = member.data
+    merge = data["merge_fields"]
+    href = f"{root}/lists/{list_id}/members/{member.subscriber_hash}"
+    member_schema = schema_url(root, "Definitions/Lists/Members/Response")
+    full_name = " ".join(str(merge.get(tag, "")) for tag in ("FNAME", "LNAME")).strip()
+    tags = [{"id": tag["id"], "name": tag["name"]} for tag in data["tags"]]
+    return {
+        "id": member.subscriber_hash,
+        "email_address": member.email_address,
+        "unique_email_id": member.unique_email_id,
+        "contact_id": member.contact_id,
+        "full_name": full_name,
+        "web_id": member.web_id,
+        "email_type": data["email_type"],
+        "status": member.status,
+        "unsubscribe_reason": data.get("unsubscribe_reason", ""),
+        "consents_to_one_to_one_messaging": True,
+        "sms_phone_number": "",
+        "sms_subscription_status": "",
+        "sms_subscription_last_updated": "",
+        "merge_fields": merge,
+        "interests": data["interests"],
+        "stats": {"avg_open_rate": 0, "avg_click_rate": 0},
+        "ip_signup": data["ip_signup"],
+        "timestamp_signup": data["timestamp_signup"],
+        "ip_opt": data["ip_opt"],
+        "timestamp_opt": data["timestamp_opt"],
+        "member_rating": data["member_rating"],
+        "last_changed": member.last_changed,
+        "language": data["language"],
+        "vip": data["vip"],
+        "email_client": "",
+        "location": data["location"],
+        "marketing_permissions": data["marketing_permissions"],
+        "source": data["source"],
+        "tags_count": len(tags),
+        "tags": tags,
+        "list_id": list_id,
+        "_links": [
+            link("self", href, "GET", member_schema),
+            link(
+                "parent",
+                f"{root}/lists/{list_id}/members",
+                "GET",
+                schema_url(root, "Definitions/Lists/Members/CollectionResponse"),
+            ),
+            link(
+                "update",
+                href,
+                "PATCH",
+                member_schema,
+                schema_url(root, "Definitions/Lists/Members/PATCH"),
+            ),
+            link(
+                "upsert",
+                href,
+                "PUT",
+                member_schema,
+                schema_url(root, "Definitions/Lists/Members/PUT"),
+            ),
+            link("delete", href, "DELETE"),
+            link("tags", f"{href}/tags", "GET"),
+        ],
+    }
+
+
+@routes.route("GET", "/lists/{list_id}/members")
+def list_members(call: Call) -> Reply:
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    count, offset = paging(call.query)
+    where = [members.c.list_pk == ctx.pk]
+    status = call.query.get("status")
+    if status:
+        if status not in MEMBER_STATUSES:
+            raise problems.invalid_resource(
+                [FieldError("status", f"The value '{status}' is not a valid member status.")]
+            )
+        where.append(members.c.status == status)
+    else:
+        where.append(members.c.status != FORGOTTEN)
+    condition = and_(*where)
+    total = call.conn.execute(
+        select(func.count()).select_from(members).where(condition)
+    ).scalar_one()
+    rows = call.conn.execute(
+        select(
+            members.c.web_id,
+            members.c.subscriber_hash,
+            members.c.email_address,
+            members.c.unique_email_id,
+            members.c.contact_id,
+            members.c.status,
+            members.c.data,
+            members.c.last_changed,
+        )
+        .where(condition)
+        .order_by(members.c.web_id)
+        .limit(count)
+        .offset(offset)
+    ).all()
+    root = call.api_root
+    href = f"{root}/lists/{ctx.list_id}/members"
+    return Reply(
+        200,
+        {
+            "members": [render_member(root, ctx.list_id, MemberRow(*row)) for row in rows],
+            "list_id": ctx.list_id,
+            "total_items": total,
+            "_links": [
+                link(
+                    "self",
+                    href,
+                    "GET",
+                    schema_url(root, "Definitions/Lists/Members/CollectionResponse"),
+                ),
+                link("parent", f"{root}/lists/{ctx.list_id}", "GET"),
+                link(
+                    "create",
+                    href,
+                    "POST",
+                    schema_url(root, "Definitions/Lists/Members/Response"),
+                    schema_url(root, "Definitions/Lists/Members/POST"),
+                ),
+            ],
+        },
+    )
+
+
+@routes.route("POST", "/lists/{list_id}/members")
+def add_member(call: Call) -> Reply:
+    body = validate(MemberCreate, call.json_object())
+    email = check_email(body.email_address)
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = _add(call, ctx, email, body.status, body, body.tags or [], allow_existing=False)
+    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+
+
+def _add(
+    call: Call,
+    ctx: ListContext,
+    email: str,
+    status: str,
+    fields: Any,
+    tag_names: list[str],
+    *,
+    allow_existing: bool,
+) -> MemberRow:
+    existing = find_member(call.conn, ctx.pk, email)
+    if existing is not None and existing.status == FORGOTTEN:
+        raise problems.forgotten_email(email)
+    if existing is not None and existing.status != "archived" and not allow_existing:
+        raise problems.member_exists(email)
+    if existing is not None:
+        revive(existing, ctx, status)
+        existing.email_address = email
+        apply_fields(ctx, existing.data, fields, is_new=True)
+        if tag_names:
+            apply_tag_changes(call.conn, ctx.pk, existing, [(n, True) for n in tag_names])
+        save_member(call.conn, existing)
+        return existing
+    data = apply_fields(ctx, new_member_data(ctx), fields, is_new=True)
+    member = insert_member(call.conn, call.account.pk, ctx, email, status, data)
+    if tag_names:
+        apply_tag_changes(call.conn, ctx.pk, member, [(n, True) for n in tag_names])
+        save_member(call.conn, member)
+    return member
+
+
+@routes.route("GET", "/lists/{list_id}/members/{subscriber_hash}")
+def get_member(call: Call) -> Reply:
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+
+
+@routes.route("PUT", "/lists/{list_id}/members/{subscriber_hash}")
+def upsert_member(call: Call) -> Reply:
+    body = validate(MemberUpsert, call.json_object())
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    key = call.path_params["subscriber_hash"]
+    member = find_member(call.conn, ctx.pk, key)
+    email = body.email_address or (key if "@" in key else None)
+    if member is None or member.status == "archived":
+        if email is None:
+            raise problems.invalid_resource(
+                [FieldError("email_address", "This value should not be blank.")]
+            )
+        email = check_email(email)
+        if member is None and subscriber_hash(email) != key.lower() and "@" not in key:
+            raise problems.invalid_resource(
+                [FieldError("email_address", "The email address does not match the path.")],
+                "The subscriber hash in the path does not match the email address.",
+            )
+        status = body.status_if_new or body.status
+        if status is None:
+            raise problems.invalid_resource(
+                [FieldError("status_if_new", "This value should not be blank.")]
+            )
+        created = _add(call, ctx, email, status, body, [], allow_existing=True)
+        return Reply(200, render_member(call.api_root, ctx.list_id, created))
+    if member.status == FORGOTTEN:
+        raise problems.forgotten_email(member.email_address)
+    _update(call, ctx, member, body, body.status)
+    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+
+
+@routes.route("PATCH", "/lists/{list_id}/members/{subscriber_hash}")
+def update_member(call: Call) -> Reply:
+    body = validate(MemberPatch, call.json_object())
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    _update(call, ctx, member, body, body.status)
+    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+
+
+def _update(call: Call, ctx: ListContext, member: MemberRow, body: Any, status: str | None) -> None:
+    if body.email_address and body.email_address.lower() != member.email_address.lower():
+        email = check_email(body.email_address)
+        other = find_member(call.conn, ctx.pk, email)
+        if other is not None:
+            raise problems.member_exists(email)
+        member.email_address = email
+        member.subscriber_hash = subscriber_hash(email)
+    elif body.email_address:
+        member.email_address = body.email_address.strip()
+    apply_fields(ctx, member.data, body, is_new=False)
+    if status and status != member.status:
+        member.status = status
+        if status == "subscribed" and not member.data["timestamp_opt"]:
+            member.data["timestamp_opt"] = now_iso()
+    save_member(call.conn, member)
+
+
+@routes.route("DELETE", "/lists/{list_id}/members/{subscriber_hash}")
+def archive_member(call: Call) -> Reply:
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    if member.status == "archived":
+        raise problems.not_found()
+    member.status = "archived"
+    save_member(call.conn, member)
+    return Reply(204)
+
+
+@routes.route("POST", "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent")
+def delete_permanent(call: Call) -> Reply:
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    # Keep only the hash: enough to refuse a re-import, nothing personal left behind.
+    member.status = FORGOTTEN
+    member.data = new_member_data(ctx)
+    member.email_address = member.subscriber_hash
+    save_member(call.conn, member)
+    return Reply(204)
+
+
+@routes.route("GET", "/lists/{list_id}/members/{subscriber_hash}/tags")
+def list_member_tags(call: Call) -> Reply:
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    count, offset = paging(call.query)
+    all_tags = member.data["tags"]
+    root = call.api_root
+    href = f"{root}/lists/{ctx.list_id}/members/{member.subscriber_hash}/tags"
+    return Reply(
+        200,
+        {
+            "tags": all_tags[offset : offset + count],
+            "total_items": len(all_tags),
+            "_links": [
+                link("self", href, "GET"),
+                link("parent", href.removesuffix("/tags"), "GET"),
+                link("create", href, "POST"),
+            ],
+        },
+    )
+
+
+@routes.route("POST", "/lists/{list_id}/members/{subscriber_hash}/tags")
+def change_member_tags(call: Call) -> Reply:
+    body = validate(TagsPost, call.json_object())
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    apply_tag_changes(
+        call.conn, ctx.pk, member, [(tag.name, tag.status == "active") for tag in body.tags]
+    )
+    save_member(call.conn, member)
+    return Reply(204)
+
+
+@routes.route("POST", "/lists/{list_id}")
+def batch_subscribe(call: Call) -> Reply:
+    body = validate(BatchSubscribe, call.json_object())
+    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    root = call.api_root
+    created: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for raw in body.members:
+        email = str(raw.get("email_address", "")) if isinstance(raw, dict) else ""
+        try:
+            item = BatchMember.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(part) for part in first["loc"])
+            errors.append(_subscribe_error(email, "ERROR_GENERIC", field, first["msg"]))
+            continue
+        try:
+            with call.conn.begin_nested():
+                member, was_new = _subscribe_one(call, ctx, item, body)
+        except Problem as problem:
+            code = "ERROR_CONTACT_EXISTS" if problem.title == "Member Exists" else "ERROR_GENERIC"
+            field = problem.errors[0].field if problem.errors else ""
+            message = problem.errors[0].message if problem.errors else ""
+            errors.append(_subscribe_error(email, code, field, message, problem.detail))
+            continue
+        rendered = render_member(root, ctx.list_id, member)
+        (created if was_new else updated).append(rendered)
+    href = f"{root}/lists/{ctx.list_id}"
+    return Reply(
+        200,
+        {
+            "new_members": created,
+            "updated_members": updated,
+            "errors": errors,
+            "total_created": len(created),
+            "total_updated": len(updated),
+            "error_count": len(errors),
+            "_links": [link("parent", href, "GET")],
+        },
+    )
+
+
+def _subscribe_one(
+    call: Call, ctx: ListContext, item: BatchMember, request: BatchSubscribe
+) -> tuple[MemberRow, bool]:
+    email = check_email(item.email_address)
+    existing = find_member(call.conn, ctx.pk, email)
+    if existing is None or existing.status == "archived":
+        status = item.status_if_new or item.status
+        if status is None:
+            raise problems.invalid_resource(
+                [FieldError("status", "This value should not be blank.")]
+            )
+        return _add(call, ctx, email, status, item, item.tags or [], allow_existing=True), True
+    if existing.status == FORGOTTEN:
+        raise problems.forgotten_email(email)
+    if not request.update_existing:
+        raise problems.member_exists(email)
+    _update(call, ctx, existing, item, item.status)
+    if item.tags is not None:
+        wanted = set(item.tags)
+        changes = [(name, True) for name in item.tags]
+        if request.sync_tags:
+            changes += [
+                (t["name"], False) for t in existing.data["tags"] if t["name"] not in wanted
+            ]
+        apply_tag_changes(call.conn, ctx.pk, existing, changes)
+        save_member(call.conn, existing)
+    return existing, False
+
+
+def _subscribe_error(
+    email: str, code: str, field: str, field_message: str, error: str = ""
+) -> dict[str, Any]:
+    return {
+        "email_address": email,
+        "error": error or field_message,
+        "error_code": code,
+        "field": field,
+        "field_message": field_message,
+    }

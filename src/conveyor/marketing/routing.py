@@ -1,0 +1,185 @@
+"""One route table for every operation, callable with or without HTTP.
+
+`invoke()` is the direct call of ARCHITECTURE.md decision 4: method, path, query, body,
+account and connection in; status and body out. The HTTP adapter and the batch executor are
+both thin callers of it, so an operation behaves the same whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from conveyor.domain import problems
+from conveyor.domain.fields import apply_field_selection
+from conveyor.domain.problems import Problem
+
+log = logging.getLogger("conveyor.operations")
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    pk: int
+    account_id: str
+    account_name: str
+    email: str
+    dc: str
+    created_at: str
+
+
+@dataclass(slots=True)
+class Call:
+    """Everything a handler may look at. The connection belongs to the caller."""
+
+    conn: Connection
+    account: Account
+    method: str
+    path_params: dict[str, str]
+    query: Mapping[str, str]
+    body: bytes | str | None
+    api_root: str
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object; an absent body is an empty object."""
+        if self.body is None or self.body in (b"", ""):
+            return {}
+        try:
+            value = orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise problems.json_parse_error() from exc
+        if not isinstance(value, dict):
+            raise problems.invalid_resource(
+                [problems.FieldError("", "The request body must be a JSON object.")],
+                "The resource submitted could not be validated: the body must be an object.",
+            )
+        return value
+
+    def link_root(self) -> str:
+        return self.api_root
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any = None
+
+
+Handler = Callable[[Call], Reply]
+
+
+@dataclass
+class _Route:
+    pattern: str
+    segments: tuple[str, ...]
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+
+@dataclass
+class RouteTable:
+    _by_length: dict[int, list[_Route]] = field(default_factory=dict)
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        segments = tuple(s for s in pattern.strip("/").split("/") if s)
+        routes = self._by_length.setdefault(len(segments), [])
+        for route in routes:
+            if route.segments == segments:
+                route.handlers[method] = handler
+                return
+        routes.append(_Route(pattern, segments, {method: handler}))
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(method, pattern, handler)
+            return handler
+
+        return register
+
+    def include(self, other: RouteTable) -> None:
+        for routes in other._by_length.values():
+            for route in routes:
+                for method, handler in route.handlers.items():
+                    self.add(method, route.pattern, handler)
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        parts = [s for s in path.strip("/").split("/") if s]
+        best: _Route | None = None
+        best_params: dict[str, str] = {}
+        for route in self._by_length.get(len(parts), ()):
+            params = _match(route.segments, parts)
+            if params is None:
+                continue
+            # A literal segment beats a placeholder (e.g. `actions/delete-permanent`).
+            if best is None or _literal_count(route) > _literal_count(best):
+                best, best_params = route, params
+        if best is None:
+            raise problems.not_found()
+        handler = best.handlers.get(method)
+        if handler is None:
+            raise problems.method_not_allowed()
+        return handler, best_params
+
+    def patterns(self) -> list[tuple[str, list[str]]]:
+        return [
+            (route.pattern, sorted(route.handlers))
+            for routes in self._by_length.values()
+            for route in routes
+        ]
+
+
+def _literal_count(route: _Route) -> int:
+    return sum(1 for s in route.segments if not s.startswith("{"))
+
+
+def _match(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for segment, part in zip(segments, parts, strict=True):
+        if segment.startswith("{"):
+            params[segment[1:-1]] = part
+        elif segment != part:
+            return None
+    return params
+
+
+def invoke(
+    table: RouteTable,
+    conn: Connection,
+    account: Account,
+    method: str,
+    path: str,
+    query: Mapping[str, str],
+    body: bytes | str | None,
+    *,
+    api_root: str,
+    request_id: str,
+) -> Reply:
+    """Run one operation on the caller's connection and answer (status, body).
+
+    A problem, expected or not, becomes a problem document; the caller rolls back whatever a
+    non-2xx operation wrote (a savepoint in a batch, the transaction over HTTP).
+    """
+    method = method.upper()
+    try:
+        handler, params = table.resolve(method, path)
+        reply = handler(Call(conn, account, method, params, query, body, api_root))
+    except Problem as problem:
+        return Reply(problem.status, problem.to_document(request_id))
+    except Exception:
+        log.exception("operation failed: request_id=%s %s %s", request_id, method, path)
+        return Reply(500, problems.internal_error().to_document(request_id))
+    if (
+        method == "GET"
+        and isinstance(reply.body, dict)
+        and ("fields" in query or "exclude_fields" in query)
+    ):
+        selected = apply_field_selection(
+            reply.body, query.get("fields"), query.get("exclude_fields")
+        )
+        return Reply(reply.status, selected)
+    return reply

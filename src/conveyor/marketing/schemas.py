@@ -1,0 +1,158 @@
+"""Request bodies of the Marketing API subset, as the spec declares them.
+
+Unknown keys are ignored (the real service does the same); known keys are type-checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MemberStatus = Literal["subscribed", "unsubscribed", "cleaned", "pending", "transactional"]
+PatchStatus = Literal["subscribed", "unsubscribed", "cleaned", "pending"]
+MergeType = Literal[
+    "text",
+    "number",
+    "address",
+    "phone",
+    "date",
+    "url",
+    "imageurl",
+    "radio",
+    "dropdown",
+    "birthday",
+    "zip",
+]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Contact(Body):
+    company: str = Field(max_length=500)
+    address1: str = Field(max_length=500)
+    address2: str = Field(default="", max_length=500)
+    city: str = Field(max_length=500)
+    state: str = Field(max_length=500)
+    zip: str = Field(max_length=500)
+    country: str = Field(max_length=500)
+    phone: str = Field(default="", max_length=500)
+
+
+class CampaignDefaults(Body):
+    from_name: str = Field(max_length=500)
+    from_email: str = Field(max_length=320)
+    subject: str = Field(max_length=500)
+    language: str = Field(max_length=50)
+
+
+class ListCreate(Body):
+    name: str = Field(min_length=1, max_length=100)
+    contact: Contact
+    permission_reminder: str = Field(max_length=1000)
+    use_archive_bar: bool = False
+    campaign_defaults: CampaignDefaults
+    notify_on_subscribe: str = Field(default="", max_length=500)
+    notify_on_unsubscribe: str = Field(default="", max_length=500)
+    email_type_option: bool
+    double_optin: bool = False
+    marketing_permissions: bool = False
+
+
+class Location(Body):
+    latitude: float = 0
+    longitude: float = 0
+
+
+class MarketingPermissionInput(Body):
+    marketing_permission_id: str = Field(max_length=100)
+    enabled: bool
+
+
+class MemberFields(Body):
+    """Fields shared by POST, PUT and PATCH of a member."""
+
+    email_type: Literal["html", "text"] | None = None
+    merge_fields: dict[str, Any] | None = None
+    interests: dict[str, bool] | None = None
+    language: str | None = Field(default=None, max_length=10)
+    vip: bool | None = None
+    location: Location | None = None
+    marketing_permissions: list[MarketingPermissionInput] | None = None
+    ip_signup: str | None = Field(default=None, max_length=45)
+    timestamp_signup: str | None = Field(default=None, max_length=40)
+    ip_opt: str | None = Field(default=None, max_length=45)
+    timestamp_opt: str | None = Field(default=None, max_length=40)
+
+
+class MemberCreate(MemberFields):
+    email_address: str = Field(max_length=1000)
+    status: MemberStatus
+    tags: list[str] | None = Field(default=None, max_length=500)
+
+
+class MemberUpsert(MemberFields):
+    email_address: str | None = Field(default=None, max_length=1000)
+    status: MemberStatus | None = None
+    status_if_new: MemberStatus | None = None
+
+
+class MemberPatch(MemberFields):
+    email_address: str | None = Field(default=None, max_length=1000)
+    status: PatchStatus | None = None
+
+
+class BatchMember(MemberFields):
+    email_address: str = Field(max_length=1000)
+    status: MemberStatus | None = None
+    status_if_new: MemberStatus | None = None
+    tags: list[str] | None = Field(default=None, max_length=500)
+
+
+class BatchSubscribe(Body):
+    members: list[dict[str, Any]] = Field(max_length=500)
+    update_existing: bool = False
+    sync_tags: bool = False
+
+
+class TagChange(Body):
+    name: str = Field(min_length=1, max_length=100)
+    status: Literal["active", "inactive"]
+
+
+class TagsPost(Body):
+    tags: list[TagChange] = Field(max_length=500)
+    is_syncing: bool = False
+
+
+class MergeOptions(Body):
+    default_country: int | None = None
+    phone_format: str | None = Field(default=None, max_length=50)
+    date_format: str | None = Field(default=None, max_length=50)
+    choices: list[str] | None = Field(default=None, max_length=200)
+    size: int | None = None
+
+
+class MergeFieldCreate(Body):
+    tag: str | None = Field(default=None, min_length=1, max_length=10)
+    name: str = Field(min_length=1, max_length=100)
+    type: MergeType
+    required: bool = False
+    default_value: str = Field(default="", max_length=500)
+    public: bool = True
+    display_order: int | None = None
+    options: MergeOptions | None = None
+    help_text: str = Field(default="", max_length=500)
+
+
+class MergeFieldPatch(Body):
+    tag: str | None = Field(default=None, min_length=1, max_length=10)
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    required: bool | None = None
+    default_value: str | None = Field(default=None, max_length=500)
+    public: bool | None = None
+    display_order: int | None = None
+    options: MergeOptions | None = None
+    help_text: str | None = Field(default=None, max_length=500)

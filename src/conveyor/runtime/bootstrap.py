@@ -1,0 +1,49 @@
+"""Wiring: settings in, a ready set of services out. No module-level state anywhere."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from conveyor.marketing.api import marketing_routes
+from conveyor.marketing.routing import RouteTable
+from conveyor.settings import Settings
+from conveyor.storage import accounts
+from conveyor.storage.database import Database, open_database
+from conveyor.storage.migrate import upgrade
+
+log = logging.getLogger("conveyor")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    routes: RouteTable
+
+    def close(self) -> None:
+        self.database.dispose()
+
+
+def open_services(settings: Settings, *, migrate: bool = True) -> Services:
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = open_database(settings.resolved_database_url)
+    if migrate:
+        upgrade(database)
+    return Services(settings=settings, database=database, routes=marketing_routes())
+
+
+@dataclass(frozen=True)
+class FirstKey:
+    account_id: str
+    key: str
+
+
+def ensure_first_key(database: Database, dc: str = "us1") -> FirstKey | None:
+    """On a fresh install, create an account and a key so the server is usable at once."""
+    with database.write() as conn:
+        if accounts.count_active_keys(conn) > 0:
+            return None
+        account_id = accounts.create_account(conn)
+        return FirstKey(account_id, accounts.create_key(conn, account_id, dc))
