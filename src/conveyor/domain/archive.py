@@ -170,6 +170,21 @@ def _is_result_member(member: tarfile.TarInfo) -> bool:
 
 
 def _to_record(item: object, member_name: str) -> ResultRecord:
+    # Exact type checks make the common, well-formed case cheap: it runs once per result.
+    if type(item) is dict:
+        status_code = item.get("status_code")
+        operation_id = item.get("operation_id")
+        response = item.get("response")
+        if (
+            type(status_code) is int
+            and type(response) is str
+            and (operation_id is None or type(operation_id) is str)
+        ):
+            return ResultRecord(status_code, operation_id, response)
+    return _to_record_leniently(item, member_name)
+
+
+def _to_record_leniently(item: object, member_name: str) -> ResultRecord:
     if not isinstance(item, dict):
         raise InvalidArchive(f"{member_name}: a result is not a JSON object")
     status_code = item.get("status_code")

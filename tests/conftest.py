@@ -1,0 +1,137 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), services, an in-process client."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from conveyor.http.app import create_app
+from conveyor.runtime.bootstrap import Services, open_services
+from conveyor.settings import Settings
+from conveyor.storage import accounts
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, reason: str) -> None:
+    """Skip when a service is missing, except under CI=true where that is a failure."""
+    message = f"{name} is not available: {reason}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing service fails the run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import psycopg
+
+    name = f"conveyor_test_{uuid.uuid4().hex[:10]}"
+    admin = POSTGRES_ADMIN_URL
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        require_service("PostgreSQL", str(exc).strip())
+    base = admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """None means the embedded default (SQLite in the data dir)."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, secret="test-secret")
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = open_services(settings)
+    yield built
+    built.close()
+
+
+@dataclass
+class ApiUser:
+    """One account with a key, and an httpx-style client authenticated as it."""
+
+    account_id: str
+    key: str
+    client: TestClient
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+
+def new_account_key(services: Services) -> tuple[str, str]:
+    with services.database.write() as conn:
+        account_id = accounts.create_account(conn)
+        return account_id, accounts.create_key(conn, account_id, "us1")
+
+
+@pytest.fixture
+def app_client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services), base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def api(services: Services, app_client: TestClient) -> ApiUser:
+    account_id, key = new_account_key(services)
+    app_client.auth = httpx.BasicAuth("anyone", key)
+    return ApiUser(account_id, key, app_client)
+
+
+@pytest.fixture
+def other_api(services: Services) -> Iterator[ApiUser]:
+    account_id, key = new_account_key(services)
+    with TestClient(
+        create_app(services), base_url="http://testserver", auth=httpx.BasicAuth("x", key)
+    ) as client:
+        yield ApiUser(account_id, key, client)
+
+
+LIST_BODY = {
+    "name": "Newsletter",
+    "permission_reminder": "You signed up on our site.",
+    "email_type_option": False,
+    "contact": {
+        "company": "Acme",
+        "address1": "1 Main St",
+        "city": "Springfield",
+        "state": "IL",
+        "zip": "62701",
+        "country": "US",
+    },
+    "campaign_defaults": {
+        "from_name": "Acme",
+        "from_email": "news@acme.org",
+        "subject": "News",
+        "language": "en",
+    },
+}
+
+
+@pytest.fixture
+def list_id(api: ApiUser) -> str:
+    response = api.client.post("/3.0/lists", json=LIST_BODY)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
