@@ -90,7 +90,7 @@ def test_exact_multiple_gives_no_trailing_empty_file() -> None:
 def test_empty_results_give_one_empty_array() -> None:
     out = io.BytesIO()
     summary = write_archive([], out)
-    [(member, payload)] = _members(out.getvalue())
+    [(_, payload)] = _members(out.getvalue())
     assert payload == b"[]"
     assert summary.files == 1 and summary.results == 0 and summary.errored == 0
     assert list(iter_archive(io.BytesIO(out.getvalue()))) == []

@@ -39,7 +39,9 @@ def test_plan_groups_splits_a_chunk() -> None:
     assert list(plan_groups(5, 5, 100)) == []
 
 
-@pytest.mark.parametrize(("start", "stop", "size"), [(0, 10, 0), (0, 10, -5), (10, 5, 2), (-1, 3, 2)])
+@pytest.mark.parametrize(
+    ("start", "stop", "size"), [(0, 10, 0), (0, 10, -5), (10, 5, 2), (-1, 3, 2)]
+)
 def test_plan_groups_rejects_bad_arguments_at_call_time(start: int, stop: int, size: int) -> None:
     with pytest.raises(ValueError):
         plan_groups(start, stop, size)
