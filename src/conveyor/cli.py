@@ -47,6 +47,7 @@ def serve(**flags: Any) -> None:
 
     from conveyor.http.app import create_app
     from conveyor.runtime.bootstrap import ensure_first_key, open_services
+    from conveyor.runtime.embedded import embedded_runtime
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
@@ -57,7 +58,9 @@ def serve(**flags: Any) -> None:
     if first is not None:
         click.echo(f"Created account {first.account_id} with API key:", err=True)
         click.echo(first.key)
-    app = create_app(services)
+    runtime = embedded_runtime(services)
+    runtime.start()
+    app = create_app(services, runtime.dispatcher.send)
     try:
         uvicorn.run(
             app,
@@ -67,6 +70,7 @@ def serve(**flags: Any) -> None:
             access_log=False,
         )
     finally:
+        runtime.stop()
         services.close()
 
 

@@ -27,15 +27,18 @@ class BatchSettings:
     max_operations: int = 1_000_000
     max_body_bytes: int = 1024 * 1024 * 1024
     max_unstarted_batches: int = 500
-    chunk_size: int = 5_000
+    chunk_size: int = 2_500
     group_size: int = 500
     worker_threads: int = 2
     results_per_file: int = 10_000
     retention_seconds: int = 7 * 24 * 3600
     url_ttl_seconds: int = 600
-    lease_seconds: int = 300
+    lease_seconds: int = 60
     page_size: int = 1_000
     ingest_page_size: int = 5_000
+    stale_ingest_seconds: int = 900
+    sweep_interval_seconds: float = 5.0
+    sweep_idle_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,10 @@ class TooManyOperations(InvalidBatchBody):
     pass
 
 
+class MalformedJson(InvalidBatchBody):
+    """The body is not JSON at all (as opposed to JSON of the wrong shape)."""
+
+
 def _json_text(value: object) -> str:
     try:
         return orjson.dumps(value).decode()
@@ -281,16 +285,16 @@ class _Pipeline:
             try:
                 self._parser.send(piece)
             except ijson.JSONError as exc:
-                raise InvalidBatchBody(_json_error_detail(exc)) from None
+                raise MalformedJson(_json_error_detail(exc)) from None
             yield from self._drain()
 
     def close(self) -> Iterator[Operation]:
         if not self._received:
-            raise InvalidBatchBody("The request body is empty.")
+            raise MalformedJson("The request body is empty.")
         try:
             self._parser.close()
         except ijson.JSONError as exc:
-            raise InvalidBatchBody(_json_error_detail(exc)) from None
+            raise MalformedJson(_json_error_detail(exc)) from None
         yield from self._drain()
         self._assembler.finish()
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.batches.engine import FollowUp
+from conveyor.batches.http import BatchEndpoints
 from conveyor.domain import problems
 from conveyor.http.api import ApiGate, marketing_endpoint, new_request_id
 from conveyor.http.auth import KeyCache
@@ -33,11 +37,18 @@ def build_gate(services: Services) -> ApiGate:
     )
 
 
-def create_app(services: Services, extra_routes: list[Route] | None = None) -> Starlette:
+def _no_dispatch(follow_ups: Iterable[FollowUp]) -> None:
+    """For an app without a runtime: the scheduler's sweep picks the work up later."""
+
+
+def create_app(
+    services: Services, dispatch: Callable[[Iterable[FollowUp]], None] = _no_dispatch
+) -> Starlette:
     gate = build_gate(services)
     endpoint = marketing_endpoint(gate, services.routes)
+    batches = BatchEndpoints(gate, services.engine, services.secret, dispatch)
     routes = [
-        *(extra_routes or []),
+        *batches.routes(),
         Route("/3.0", endpoint, methods=ALL_METHODS),
         Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),
     ]

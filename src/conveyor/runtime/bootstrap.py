@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from conveyor.batches.engine import BatchEngine
 from conveyor.marketing.api import marketing_routes
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import Settings
 from conveyor.storage import accounts
+from conveyor.storage.blobs import BlobStore, LocalBlobStore
 from conveyor.storage.database import Database, open_database
 from conveyor.storage.migrate import upgrade
+from conveyor.storage.secrets import load_or_create_secret
 
 log = logging.getLogger("conveyor")
 
@@ -20,18 +23,24 @@ class Services:
     settings: Settings
     database: Database
     routes: RouteTable
+    blobs: BlobStore
+    engine: BatchEngine
+    secret: bytes
 
     def close(self) -> None:
         self.database.dispose()
 
 
 def open_services(settings: Settings, *, migrate: bool = True) -> Services:
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = open_database(settings.resolved_database_url)
     if migrate:
         upgrade(database)
-    return Services(settings=settings, database=database, routes=marketing_routes())
+    routes = marketing_routes()
+    blobs = LocalBlobStore(settings.blob_dir)
+    engine = BatchEngine(database, routes, blobs, settings.batches)
+    secret = load_or_create_secret(database, settings.secret)
+    return Services(settings, database, routes, blobs, engine, secret)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -111,6 +112,10 @@ server_state = Table(
 __all__ = [
     "accounts_table",
     "api_keys",
+    "batch_chunks",
+    "batch_operations",
+    "batch_results",
+    "batches",
     "lists",
     "members",
     "merge_fields",
@@ -118,3 +123,70 @@ __all__ = [
     "server_state",
     "tags",
 ]
+
+
+# --- Batches -------------------------------------------------------------------------------
+# A batch row is written first with status "ingesting" and stays invisible until its whole
+# body is stored; the operations, chunks and results hang off it by `batch_id`.
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(10), primary_key=True),
+    Column("account_pk", BigId, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total_operations", BigInteger, nullable=False, default=0),
+    Column("finished_operations", BigInteger, nullable=False, default=0),
+    Column("errored_operations", BigInteger, nullable=False, default=0),
+    Column("submitted_at", String(32), nullable=False),
+    Column("submitted_ts", Float, nullable=False),
+    Column("completed_at", String(32), nullable=False, default=""),
+    Column("updated_ts", Float, nullable=False),
+    Column("api_root", String(500), nullable=False),
+    Column("archive_key", String(200), nullable=True),
+    Index("ix_batches_account_status", "account_pk", "status"),
+    Index("ix_batches_status_updated", "status", "updated_ts"),
+    Index("ix_batches_submitted", "submitted_ts"),
+)
+
+batch_operations = Table(
+    "batch_operations",
+    metadata,
+    Column("batch_id", String(10), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("params", Text, nullable=True),
+    Column("body", Text, nullable=True),
+    Column("operation_id", Text, nullable=True),
+)
+
+# A chunk is the unit of claimable work: a range of operations with a lease. `next_seq`
+# advances in the same transaction as the results of each group, so a chunk taken over
+# after a crash resumes exactly where the last commit left it.
+batch_chunks = Table(
+    "batch_chunks",
+    metadata,
+    Column("batch_id", String(10), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("start_seq", Integer, nullable=False),
+    Column("stop_seq", Integer, nullable=False),
+    Column("next_seq", Integer, nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("lease_token", String(32), nullable=True),
+    Column("lease_until", Float, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_batch_chunks_state", "state", "lease_until"),
+)
+
+batch_results = Table(
+    "batch_results",
+    metadata,
+    Column("batch_id", String(10), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    # A GET without `count` pages through a collection: one result per page.
+    Column("page", Integer, primary_key=True),
+    Column("status_code", Integer, nullable=False),
+    Column("operation_id", Text, nullable=True),
+    Column("response", Text, nullable=False),
+)

@@ -1,0 +1,208 @@
+"""The batch life cycle: preprocess, work through chunks, finalize, delete, sweep.
+
+Each step is idempotent and guarded by a compare-and-set on the database rows, and answers
+which messages should follow it. The runtime turns those into broker messages; the database
+stays the truth (ARCHITECTURE.md decision 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conveyor.batches import store
+from conveyor.batches.executor import run_group
+from conveyor.domain.archive import ResultRecord, archive_name, write_archive
+from conveyor.domain.batch_status import BatchStatus
+from conveyor.domain.chunking import plan_groups
+from conveyor.marketing.routing import Account, RouteTable
+from conveyor.settings import BatchSettings
+from conveyor.storage.blobs import BlobStore
+from conveyor.storage.database import Database
+
+log = logging.getLogger("conveyor.batches")
+
+
+class Step(StrEnum):
+    PREPROCESS = "preprocess"
+    WORK = "work"
+    FINALIZE = "finalize"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    step: Step
+    batch_id: str
+
+
+@dataclass
+class BatchEngine:
+    database: Database
+    routes: RouteTable
+    blobs: BlobStore
+    settings: BatchSettings
+
+    # --- preprocess ----------------------------------------------------------------------
+
+    def preprocess(self, batch_id: str) -> list[FollowUp]:
+        with self.database.write() as conn:
+            store.move_status(
+                conn, batch_id, BatchStatus.PENDING.value, BatchStatus.PREPROCESSING.value
+            )
+        with self.database.write() as conn:
+            chunks = store.plan_and_start(conn, batch_id, self.settings.chunk_size)
+            batch = store.get_batch(conn, batch_id)
+        if batch is None:
+            return []
+        if batch.status == BatchStatus.STARTED.value and chunks == 0:
+            return self._after_chunk(batch_id)
+        # A few workers per batch, no more: each re-queues itself behind other batches' work,
+        # so a small batch is never stuck behind all of a large one (fairness).
+        parallel = max(1, min(chunks, self.settings.worker_threads))
+        return [FollowUp(Step.WORK, batch_id)] * parallel
+
+    # --- work ----------------------------------------------------------------------------
+
+    def work(self, batch_id: str) -> list[FollowUp]:
+        """Claim one chunk of the batch, run it, and say what comes next."""
+        settings = self.settings
+        with self.database.write() as conn:
+            claim = store.claim_chunk(conn, batch_id, settings.lease_seconds)
+            batch = store.get_batch(conn, batch_id) if claim else None
+            account = Account(*store.account_of_batch(conn, batch.account_pk)) if batch else None
+        if claim is None or batch is None or account is None:
+            return self._after_chunk(batch_id)
+        for group in plan_groups(claim.next_seq, claim.stop_seq, settings.group_size):
+            with self.database.writer.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    outcome = run_group(
+                        conn, self.routes, account, claim, group.start, group.stop,
+                        api_root=batch.api_root, page_size=settings.page_size,
+                        lease_seconds=settings.lease_seconds,
+                    )  # fmt: skip
+                except BaseException:
+                    transaction.rollback()
+                    raise
+                if not outcome.committed:
+                    transaction.rollback()
+                    log.info("batch %s chunk %s: claim lost, stopping", batch_id, claim.seq)
+                    return []
+                transaction.commit()
+        return (
+            [FollowUp(Step.WORK, batch_id)]
+            if self._has_more(batch_id)
+            else (self._after_chunk(batch_id))
+        )
+
+    def _has_more(self, batch_id: str) -> bool:
+        with self.database.read() as conn:
+            _, claimable = store.chunk_progress(conn, batch_id)
+        return claimable > 0
+
+    def _after_chunk(self, batch_id: str) -> list[FollowUp]:
+        with self.database.write() as conn:
+            remaining, claimable = store.chunk_progress(conn, batch_id)
+            if remaining:
+                return [FollowUp(Step.WORK, batch_id)] if claimable else []
+            moved = store.move_status(
+                conn, batch_id, BatchStatus.STARTED.value, BatchStatus.FINALIZING.value
+            )
+        return [FollowUp(Step.FINALIZE, batch_id)] if moved else []
+
+    # --- finalize ------------------------------------------------------------------------
+
+    def finalize(self, batch_id: str) -> list[FollowUp]:
+        with self.database.read() as conn:
+            batch = store.get_batch(conn, batch_id)
+        if batch is None or batch.status != BatchStatus.FINALIZING.value:
+            return []
+        key = f"archives/{archive_name(batch_id)}"
+        with self.blobs.writer(key) as out, self.database.read() as conn:
+            summary = write_archive(
+                _records(store.iter_results(conn, batch_id)),
+                out,
+                results_per_file=self.settings.results_per_file,
+            )
+        with self.database.write() as conn:
+            finished = store.finish(conn, batch_id, key)
+        if not finished:  # deleted meanwhile
+            self.blobs.delete(key)
+            return []
+        log.info(
+            "batch %s finished: %d results (%d errored) in %d file(s)",
+            batch_id, summary.results, summary.errored, summary.files,
+        )  # fmt: skip
+        # The archive now holds every result: the rows have served their purpose.
+        self.drop_rows(batch_id, "operations")
+        self.drop_rows(batch_id, "results")
+        return []
+
+    # --- removal -------------------------------------------------------------------------
+
+    def delete(self, batch_id: str) -> None:
+        """Stop the batch and remove everything it has; in-flight groups fail their CAS."""
+        with self.database.write() as conn:
+            key = store.delete_batch_rows(conn, batch_id)
+        if key:
+            self.blobs.delete(key)
+        self.drop_rows(batch_id, "operations")
+        self.drop_rows(batch_id, "results")
+
+    def drop_rows(self, batch_id: str, table: str) -> None:
+        # Small transactions: a million-row delete must not hold the SQLite writer for seconds.
+        while True:
+            with self.database.write() as conn:
+                if store.delete_page(conn, table, batch_id, 5_000) == 0:
+                    return
+
+    def discard_ingest(self, batch_id: str) -> None:
+        self.delete(batch_id)
+
+    # --- the scheduler's sweep -----------------------------------------------------------
+
+    def sweep(self, *, idle_seconds: float, now: float | None = None) -> list[FollowUp]:
+        """Work whose message may have been lost: everything in flight that has not moved."""
+        now = time.time() if now is None else now
+        with self.database.read() as conn:
+            candidates = store.sweep_candidates(conn, now - idle_seconds)
+        follow_ups: list[FollowUp] = []
+        for batch_id, status in candidates:
+            if status in (BatchStatus.PENDING.value, BatchStatus.PREPROCESSING.value):
+                follow_ups.append(FollowUp(Step.PREPROCESS, batch_id))
+            elif status == BatchStatus.STARTED.value:
+                follow_ups.extend(self._after_chunk(batch_id))
+            elif status == BatchStatus.FINALIZING.value:
+                follow_ups.append(FollowUp(Step.FINALIZE, batch_id))
+        return follow_ups
+
+    def purge_expired(self, *, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        purged = 0
+        with self.database.read() as conn:
+            expired = store.expired_batch_ids(conn, now - self.settings.retention_seconds)
+            stale = store.stale_ingests(conn, now - self.settings.stale_ingest_seconds)
+        for batch_id in [*expired, *stale]:
+            self.delete(batch_id)
+            purged += 1
+        return purged
+
+    def release_leases(self) -> int:
+        with self.database.write() as conn:
+            return store.release_all_leases(conn)
+
+    def discard_all_ingests(self) -> int:
+        """At start-up of the one-process server, no ingest can still be running."""
+        with self.database.read() as conn:
+            stale = store.stale_ingests(conn, time.time() + 1)
+        for batch_id in stale:
+            self.delete(batch_id)
+        return len(stale)
+
+
+def _records(rows: Iterator[tuple[int, str | None, str]]) -> Iterator[ResultRecord]:
+    for status_code, operation_id, response in rows:
+        yield ResultRecord(status_code, operation_id, response)

@@ -1,0 +1,175 @@
+"""Running operations: groups in one transaction, each operation inside a savepoint.
+
+ARCHITECTURE.md decision 3: a group's effects, its result rows, the chunk cursor and the batch
+counters commit together or not at all, so no effect is applied twice and no result is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from conveyor.batches import store
+from conveyor.domain import problems
+from conveyor.domain.batch_status import is_success
+from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
+from conveyor.marketing.routing import Account, Reply, RouteTable, invoke
+
+
+@dataclass(frozen=True, slots=True)
+class OperationResult:
+    status_code: int
+    response: str
+
+
+@dataclass
+class GroupOutcome:
+    committed: bool
+    operations: int = 0
+    errored: int = 0
+
+
+def encode_body(body: Any) -> str:
+    return "" if body is None else orjson.dumps(body).decode()
+
+
+def run_operation(
+    conn: Connection,
+    routes: RouteTable,
+    account: Account,
+    method: str,
+    raw_path: str,
+    params: Mapping[str, str],
+    body: str | None,
+    *,
+    api_root: str,
+    page_size: int,
+) -> list[OperationResult]:
+    """One batch operation → its results (several for a GET that pages a collection)."""
+    try:
+        path, path_query = split_operation_path(raw_path)
+    except UnsafeOperationPath as exc:
+        problem = problems.bad_request(exc.reason)
+        return [OperationResult(400, encode_body(problem.to_document(_request_id())))]
+    query = {**path_query, **params}
+    # Every operation gets a savepoint, reads too: on PostgreSQL a failed statement would
+    # otherwise poison the whole group's transaction.
+    savepoint = conn.begin_nested()
+    if method == "GET":
+        results = _run_get(conn, routes, account, path, query, api_root, page_size)
+    else:
+        reply = invoke(
+            routes, conn, account, method, path, query, body,
+            api_root=api_root, request_id=_request_id(),
+        )  # fmt: skip
+        results = [OperationResult(reply.status, encode_body(reply.body))]
+    if all(is_success(result.status_code) for result in results):
+        savepoint.commit()
+    else:
+        savepoint.rollback()
+    return results
+
+
+def _run_get(
+    conn: Connection,
+    routes: RouteTable,
+    account: Account,
+    path: str,
+    query: dict[str, str],
+    api_root: str,
+    page_size: int,
+) -> list[OperationResult]:
+    if "count" in query:
+        reply = _get(conn, routes, account, path, query, api_root)
+        return [OperationResult(reply.status, encode_body(reply.body))]
+    # Without `count`, the real service pages through the whole collection.
+    results: list[OperationResult] = []
+    offset = int(query.get("offset", "0")) if query.get("offset", "0").isdigit() else 0
+    while True:
+        page_query = {**query, "count": str(page_size), "offset": str(offset)}
+        reply = _get(conn, routes, account, path, page_query, api_root)
+        if not results and not _is_collection(reply):
+            # Not a collection: answer as the plain GET it is, without our paging parameters.
+            reply = _get(conn, routes, account, path, query, api_root)
+            return [OperationResult(reply.status, encode_body(reply.body))]
+        results.append(OperationResult(reply.status, encode_body(reply.body)))
+        offset += page_size
+        if not is_success(reply.status) or offset >= int(reply.body["total_items"]):
+            return results
+
+
+def _get(
+    conn: Connection,
+    routes: RouteTable,
+    account: Account,
+    path: str,
+    query: Mapping[str, str],
+    api_root: str,
+) -> Reply:
+    return invoke(
+        routes, conn, account, "GET", path, query, None,
+        api_root=api_root, request_id=_request_id(),
+    )  # fmt: skip
+
+
+def _is_collection(reply: Reply) -> bool:
+    return (
+        is_success(reply.status)
+        and isinstance(reply.body, dict)
+        and isinstance(reply.body.get("total_items"), int)
+    )
+
+
+def _request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def run_group(
+    conn: Connection,
+    routes: RouteTable,
+    account: Account,
+    claim: store.Claim,
+    start: int,
+    stop: int,
+    *,
+    api_root: str,
+    page_size: int,
+    lease_seconds: float,
+) -> GroupOutcome:
+    """Run operations [start, stop) of a claimed chunk inside the caller's transaction.
+
+    The caller commits when `committed` is true and rolls back otherwise (the claim was lost).
+    """
+    if not store.advance_chunk(conn, claim, start, stop, lease_seconds):
+        return GroupOutcome(committed=False)
+    rows: list[dict[str, Any]] = []
+    finished = errored = 0
+    extra_pages = 0
+    for op in store.load_operations(conn, claim.batch_id, start, stop):
+        params = orjson.loads(op.params) if op.params else {}
+        results = run_operation(
+            conn, routes, account, op.method, op.path, params, op.body,
+            api_root=api_root, page_size=page_size,
+        )  # fmt: skip
+        extra_pages += len(results) - 1
+        for page, result in enumerate(results):
+            rows.append(
+                {
+                    "batch_id": claim.batch_id,
+                    "seq": op.seq,
+                    "page": page,
+                    "status_code": result.status_code,
+                    "operation_id": op.operation_id,
+                    "response": result.response,
+                }
+            )
+            finished += 1
+            if not is_success(result.status_code):
+                errored += 1
+    store.record_results(conn, claim.batch_id, rows, finished, errored, extra_pages)
+    return GroupOutcome(committed=True, operations=finished, errored=errored)

@@ -1,0 +1,55 @@
+"""The batch object exactly as the spec shapes it (`BatchesBatches`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.batches.store import BatchRow
+from conveyor.marketing.common import link, schema_url
+
+
+def render_batch(batch: BatchRow, api_root: str, response_body_url: str) -> dict[str, Any]:
+    href = f"{api_root}/batches/{batch.id}"
+    return {
+        "id": batch.id,
+        "status": batch.status,
+        "total_operations": batch.total_operations,
+        "finished_operations": batch.finished_operations,
+        "errored_operations": batch.errored_operations,
+        "submitted_at": batch.submitted_at,
+        "completed_at": batch.completed_at,
+        "response_body_url": response_body_url,
+        "_links": [
+            link(
+                "parent",
+                f"{api_root}/batches",
+                "GET",
+                schema_url(api_root, "Definitions/Batches/CollectionResponse"),
+                schema_url(api_root, "CollectionLinks/Batches"),
+            ),
+            link("self", href, "GET", schema_url(api_root, "Definitions/Batches/Response")),
+            link("delete", href, "DELETE"),
+        ],
+    }
+
+
+def render_batch_list(rendered: list[dict[str, Any]], total: int, api_root: str) -> dict[str, Any]:
+    return {
+        "batches": rendered,
+        "total_items": total,
+        "_links": [
+            link(
+                "self",
+                f"{api_root}/batches",
+                "GET",
+                schema_url(api_root, "Definitions/Batches/CollectionResponse"),
+            ),
+            link(
+                "create",
+                f"{api_root}/batches",
+                "POST",
+                schema_url(api_root, "Definitions/Batches/Response"),
+                schema_url(api_root, "Definitions/Batches/POST"),
+            ),
+        ],
+    }

@@ -1,0 +1,63 @@
+"""Dramatiq actors for the batch life cycle, bound to one broker and one engine.
+
+Actors are declared on an explicit broker instead of through the module-level decorator, so
+that tests and processes can hold several independent runtimes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import dramatiq
+from dramatiq import Broker
+
+from conveyor.batches.engine import BatchEngine, FollowUp, Step
+from conveyor.runtime.broker import QUEUE
+
+log = logging.getLogger("conveyor.runtime")
+
+# A chunk may take a while on a slow database; Dramatiq's default limit is 10 minutes.
+TIME_LIMIT_MS = 60 * 60 * 1000
+
+
+@dataclass
+class Dispatcher:
+    """Sends follow-up steps as broker messages carrying only the batch id."""
+
+    broker: Broker
+    actors: dict[Step, dramatiq.Actor[[str], None]] = field(default_factory=dict)
+
+    def send(self, follow_ups: Iterable[FollowUp]) -> None:
+        for follow_up in follow_ups:
+            self.actors[follow_up.step].send(follow_up.batch_id)
+
+
+def declare_actors(broker: Broker, engine: BatchEngine) -> Dispatcher:
+    dispatcher = Dispatcher(broker)
+    steps: dict[Step, Callable[[str], list[FollowUp]]] = {
+        Step.PREPROCESS: engine.preprocess,
+        Step.WORK: engine.work,
+        Step.FINALIZE: engine.finalize,
+    }
+    for step, run in steps.items():
+        dispatcher.actors[step] = dramatiq.Actor(
+            _actor_body(run, dispatcher),
+            broker=broker,
+            actor_name=f"conveyor.batch.{step.value}",
+            queue_name=QUEUE,
+            priority=0,
+            options={"time_limit": TIME_LIMIT_MS, "max_retries": 10, "min_backoff": 500},
+        )
+    return dispatcher
+
+
+def _actor_body(
+    run: Callable[[str], list[FollowUp]], dispatcher: Dispatcher
+) -> Callable[[str], None]:
+    def body(batch_id: str) -> None:
+        dispatcher.send(run(batch_id))
+
+    body.__name__ = run.__name__
+    return body

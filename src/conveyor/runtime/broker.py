@@ -1,0 +1,42 @@
+"""Dramatiq brokers: in-process by default, Redis or RabbitMQ when scaled out."""
+
+from __future__ import annotations
+
+from dramatiq import Broker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+QUEUE = "conveyor"
+
+
+def _middleware() -> list[Middleware]:
+    return [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries()]
+
+
+def create_broker(broker_url: str | None) -> Broker:
+    if not broker_url:
+        return StubBroker(middleware=_middleware())
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        # Dramatiq's defaults leave a killed worker's messages stranded for a long time
+        # (ARCHITECTURE.md, runtime facts); these bring them back within seconds.
+        return RedisBroker(  # type: ignore[no-untyped-call]
+            url=broker_url,
+            heartbeat_timeout=30_000,
+            maintenance_chance=100_000,
+            middleware=_middleware(),
+        )
+    if broker_url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=broker_url, middleware=_middleware())
+    raise ValueError(f"unsupported broker URL (expected redis:// or amqp://): {broker_url}")

@@ -1,0 +1,65 @@
+"""The one-process runtime: Dramatiq's in-process broker and worker, plus the scheduler."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import dramatiq
+from dramatiq import Broker
+
+from conveyor.runtime.actors import Dispatcher, declare_actors
+from conveyor.runtime.bootstrap import Services
+from conveyor.runtime.broker import QUEUE, create_broker
+from conveyor.runtime.scheduler import Scheduler
+
+log = logging.getLogger("conveyor.runtime")
+
+
+@dataclass
+class EmbeddedRuntime:
+    services: Services
+    broker: Broker
+    dispatcher: Dispatcher
+    worker: dramatiq.Worker
+    scheduler: Scheduler
+
+    def start(self) -> None:
+        engine = self.services.engine
+        # Nothing else runs against this database: whatever was in flight died with the
+        # previous process, so resume it at once instead of waiting for leases to expire.
+        discarded = engine.discard_all_ingests()
+        released = engine.release_leases()
+        if discarded or released:
+            log.info(
+                "recovered after restart: %d partial upload(s) discarded, %d chunk(s) resumed",
+                discarded,
+                released,
+            )
+        self.worker.start()
+        self.scheduler.tick(idle_seconds=0)
+        self.scheduler.start()
+
+    def join(self, timeout_ms: int | None = None) -> None:
+        """Wait until every queued message, and every message they caused, is processed."""
+        self.broker.join(QUEUE, timeout=timeout_ms)
+        self.worker.join()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.worker.stop()
+        self.broker.close()
+
+
+def embedded_runtime(services: Services) -> EmbeddedRuntime:
+    settings = services.settings.batches
+    broker = create_broker(None)
+    dispatcher = declare_actors(broker, services.engine)
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=100)
+    scheduler = Scheduler(
+        services.engine,
+        dispatcher,
+        interval_seconds=settings.sweep_interval_seconds,
+        idle_seconds=settings.sweep_idle_seconds,
+    )
+    return EmbeddedRuntime(services, broker, dispatcher, worker, scheduler)
