@@ -6,7 +6,6 @@ counters commit together or not at all, so no effect is applied twice and no res
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,8 @@ from conveyor.batches import store
 from conveyor.domain import problems
 from conveyor.domain.batch_status import is_success
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
-from conveyor.marketing.routing import Account, Reply, RouteTable, invoke
+from conveyor.marketing.routing import Account, Reply, RouteTable, invoke, new_request_id
+from conveyor.storage.fast import RawSavepoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +55,18 @@ def run_operation(
         path, path_query = split_operation_path(raw_path)
     except UnsafeOperationPath as exc:
         problem = problems.bad_request(exc.reason)
-        return [OperationResult(400, encode_body(problem.to_document(_request_id())))]
+        return [OperationResult(400, encode_body(problem.to_document(new_request_id())))]
     query = {**path_query, **params}
     # Every operation gets a savepoint, reads too: on PostgreSQL a failed statement would
     # otherwise poison the whole group's transaction.
-    savepoint = conn.begin_nested()
+    savepoint = RawSavepoint(conn).__enter__()
     if method == "GET":
         results = _run_get(conn, routes, account, path, query, api_root, page_size)
     else:
-        reply = invoke(
-            routes, conn, account, method, path, query, body,
-            api_root=api_root, request_id=_request_id(),
-        )  # fmt: skip
+        reply = invoke(routes, conn, account, method, path, query, body, api_root=api_root)
         results = [OperationResult(reply.status, encode_body(reply.body))]
     if all(is_success(result.status_code) for result in results):
-        savepoint.commit()
+        savepoint.release()
     else:
         savepoint.rollback()
     return results
@@ -111,10 +108,7 @@ def _get(
     query: Mapping[str, str],
     api_root: str,
 ) -> Reply:
-    return invoke(
-        routes, conn, account, "GET", path, query, None,
-        api_root=api_root, request_id=_request_id(),
-    )  # fmt: skip
+    return invoke(routes, conn, account, "GET", path, query, None, api_root=api_root)
 
 
 def _is_collection(reply: Reply) -> bool:
@@ -123,10 +117,6 @@ def _is_collection(reply: Reply) -> bool:
         and isinstance(reply.body, dict)
         and isinstance(reply.body.get("total_items"), int)
     )
-
-
-def _request_id() -> str:
-    return str(uuid.uuid4())
 
 
 def run_group(

@@ -16,6 +16,7 @@ from conveyor.domain.email import is_plausible_email
 from conveyor.domain.ids import hex_id, now_iso, subscriber_hash
 from conveyor.domain.problems import FieldError
 from conveyor.marketing.schemas import MemberFields
+from conveyor.storage.fast import RawStatement, dump_json, load_json
 from conveyor.storage.tables import lists, members, merge_fields, tags
 
 FORGOTTEN = "forgotten"
@@ -49,7 +50,7 @@ class MemberRow:
 
 
 # One query for the list and its merge fields (LEFT JOIN: a list may have none).
-_LIST_CONTEXT = (
+_LIST_CONTEXT = RawStatement(
     select(lists.c.pk, merge_fields.c.tag, merge_fields.c.data)
     .select_from(lists.outerjoin(merge_fields, merge_fields.c.list_pk == lists.c.pk))
     .where(
@@ -71,32 +72,64 @@ _MEMBER_COLUMNS = (
     members.c.last_changed,
 )
 
-_MEMBER_BY_HASH = select(*_MEMBER_COLUMNS).where(
-    and_(members.c.list_pk == bindparam("list_pk"), members.c.subscriber_hash == bindparam("h"))
-)
-_MEMBER_BY_HASH_OR_CONTACT = select(*_MEMBER_COLUMNS).where(
-    and_(
-        members.c.list_pk == bindparam("list_pk"),
-        or_(members.c.subscriber_hash == bindparam("h"), members.c.contact_id == bindparam("h")),
+_MEMBER_BY_HASH = RawStatement(
+    select(*_MEMBER_COLUMNS).where(
+        and_(
+            members.c.list_pk == bindparam("list_pk"),
+            members.c.subscriber_hash == bindparam("h"),
+        )
     )
 )
-_INSERT_MEMBER = members.insert().returning(members.c.web_id)
+_MEMBER_BY_HASH_OR_CONTACT = RawStatement(
+    select(*_MEMBER_COLUMNS).where(
+        and_(
+            members.c.list_pk == bindparam("list_pk"),
+            or_(
+                members.c.subscriber_hash == bindparam("h"),
+                members.c.contact_id == bindparam("h"),
+            ),
+        )
+    )
+)
+_INSERT_MEMBER = RawStatement(
+    members.insert()
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "account_pk", "list_pk", "subscriber_hash", "email_address", "unique_email_id",
+                "contact_id", "status", "data", "last_changed",
+            )
+        }
+    )
+    .returning(members.c.web_id)
+)  # fmt: skip
+_UPDATE_MEMBER = RawStatement(
+    members.update()
+    .where(members.c.web_id == bindparam("b_web_id"))
+    .values(
+        email_address=bindparam("email_address"),
+        subscriber_hash=bindparam("subscriber_hash"),
+        status=bindparam("status"),
+        data=bindparam("data"),
+        last_changed=bindparam("last_changed"),
+    )
+)
 # Identity, status and tags are columns or handled apart; only these go into `data`.
 _MEMBER_FIELD_NAMES = set(MemberFields.model_fields)
 
 
 def load_list(conn: Connection, account_pk: int, list_id: str) -> ListContext:
-    rows = conn.execute(_LIST_CONTEXT, {"list_id": list_id, "account_pk": account_pk}).all()
+    rows = _LIST_CONTEXT.all(conn, {"list_id": list_id, "account_pk": account_pk})
     if not rows:
         raise problems.not_found()
-    defs = tuple(
-        MergeFieldDef(
-            row.tag, row.data["type"], bool(row.data["required"]), row.data["default_value"]
-        )
-        for row in rows
-        if row.tag is not None
-    )
-    return ListContext(rows[0].pk, list_id, defs)
+    defs: list[MergeFieldDef] = []
+    for _pk, tag, raw in rows:
+        if tag is None:
+            continue
+        data = load_json(raw)
+        defs.append(MergeFieldDef(tag, data["type"], bool(data["required"]), data["default_value"]))
+    return ListContext(int(rows[0][0]), list_id, tuple(defs))
 
 
 def member_key(raw: str) -> str:
@@ -107,8 +140,13 @@ def member_key(raw: str) -> str:
 def find_member(conn: Connection, list_pk: int, raw_key: str) -> MemberRow | None:
     key = member_key(raw_key)
     statement = _MEMBER_BY_HASH if "@" in raw_key else _MEMBER_BY_HASH_OR_CONTACT
-    row = conn.execute(statement, {"list_pk": list_pk, "h": key}).first()
-    return None if row is None else MemberRow(*row)
+    row = statement.first(conn, {"list_pk": list_pk, "h": key})
+    if row is None:
+        return None
+    web_id, hash_, email, unique_id, contact_id, status, data, last_changed = row
+    return MemberRow(
+        int(web_id), hash_, email, unique_id, contact_id, status, load_json(data), last_changed
+    )
 
 
 def get_visible_member(conn: Connection, list_pk: int, raw_key: str) -> MemberRow:
@@ -234,8 +272,8 @@ def insert_member(
         data=data,
         last_changed=now,
     )
-    result = conn.execute(
-        _INSERT_MEMBER,
+    inserted = _INSERT_MEMBER.first(
+        conn,
         {
             "account_pk": account_pk,
             "list_pk": ctx.pk,
@@ -244,26 +282,27 @@ def insert_member(
             "unique_email_id": row.unique_email_id,
             "contact_id": row.contact_id,
             "status": status,
-            "data": data,
+            "data": dump_json(data),
             "last_changed": now,
         },
     )
-    row.web_id = int(result.scalar_one())
+    assert inserted is not None
+    row.web_id = int(inserted[0])
     return row
 
 
 def save_member(conn: Connection, member: MemberRow) -> None:
     member.last_changed = now_iso()
-    conn.execute(
-        members.update()
-        .where(members.c.web_id == member.web_id)
-        .values(
-            email_address=member.email_address,
-            subscriber_hash=member.subscriber_hash,
-            status=member.status,
-            data=member.data,
-            last_changed=member.last_changed,
-        )
+    _UPDATE_MEMBER.run(
+        conn,
+        {
+            "b_web_id": member.web_id,
+            "email_address": member.email_address,
+            "subscriber_hash": member.subscriber_hash,
+            "status": member.status,
+            "data": dump_json(member.data),
+            "last_changed": member.last_changed,
+        },
     )
 
 

@@ -8,6 +8,7 @@ both thin callers of it, so an operation behaves the same whichever way it arriv
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +148,10 @@ def _match(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None
     return params
 
 
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
 def invoke(
     table: RouteTable,
     conn: Connection,
@@ -157,20 +162,22 @@ def invoke(
     body: bytes | str | None,
     *,
     api_root: str,
-    request_id: str,
+    request_id: str | None = None,
 ) -> Reply:
     """Run one operation on the caller's connection and answer (status, body).
 
     A problem, expected or not, becomes a problem document; the caller rolls back whatever a
-    non-2xx operation wrote (a savepoint in a batch, the transaction over HTTP).
+    non-2xx operation wrote (a savepoint in a batch, the transaction over HTTP). Without a
+    `request_id`, one is made only if a problem document needs it.
     """
     method = method.upper()
     try:
         handler, params = table.resolve(method, path)
         reply = handler(Call(conn, account, method, params, query, body, api_root))
     except Problem as problem:
-        return Reply(problem.status, problem.to_document(request_id))
+        return Reply(problem.status, problem.to_document(request_id or new_request_id()))
     except Exception:
+        request_id = request_id or new_request_id()
         log.exception("operation failed: request_id=%s %s %s", request_id, method, path)
         return Reply(500, problems.internal_error().to_document(request_id))
     if (

@@ -1,0 +1,107 @@
+"""Hot-path statements run straight on the DBAPI cursor.
+
+SQLAlchemy Core costs ~20 µs of Python per `execute` on this class of machine, several times
+what SQLite itself needs for a primary-key lookup. The few statements a batch operation
+issues for every member are written with Core, compiled once per dialect, and then executed
+on the connection's own cursor; everything else keeps using Core. JSON columns are encoded
+here with orjson (SQLite stores text; PostgreSQL's json accepts it and decodes on read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+
+
+@dataclass
+class RawStatement:
+    statement: ClauseElement
+    _compiled: dict[str, tuple[str, tuple[str, ...] | None]] = field(default_factory=dict)
+
+    def _sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            result = self.statement.compile(dialect=dialect)
+            positions = getattr(result, "positiontup", None) if dialect.positional else None
+            compiled = (result.string, tuple(positions) if positions is not None else None)
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """Run with `params` on the caller's transaction; returns the DBAPI cursor."""
+        sql, positions = self._sql(conn.dialect)
+        cursor = conn.connection.cursor()
+        if positions is None:
+            cursor.execute(sql, params)
+        else:
+            cursor.execute(sql, tuple(params[name] for name in positions))
+        return cursor
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        cursor = self.execute(conn, params)
+        try:
+            row: Sequence[Any] | None = cursor.fetchone()
+            return row
+        finally:
+            cursor.close()
+
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        cursor = self.execute(conn, params)
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        cursor = self.execute(conn, params)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+
+def dump_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def load_json(value: Any) -> Any:
+    """SQLite hands JSON columns back as text, psycopg as Python objects."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value
+
+
+@dataclass
+class RawSavepoint:
+    """A savepoint in plain SQL: SQLAlchemy's nested transaction object costs ~90 µs here."""
+
+    conn: Connection
+    name: str = "op"
+
+    def __enter__(self) -> RawSavepoint:
+        self._exec(f"SAVEPOINT {self.name}")
+        return self
+
+    def release(self) -> None:
+        self._exec(f"RELEASE SAVEPOINT {self.name}")
+
+    def rollback(self) -> None:
+        self._exec(f"ROLLBACK TO SAVEPOINT {self.name}")
+        self._exec(f"RELEASE SAVEPOINT {self.name}")
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.rollback()
+
+    def _exec(self, sql: str) -> None:
+        cursor = self.conn.connection.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
