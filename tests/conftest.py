@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from conveyor.http.app import create_app
 from conveyor.runtime.bootstrap import Services, open_services
+from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
 from conveyor.settings import Settings
 from conveyor.storage import accounts
 
@@ -103,9 +104,8 @@ def api(services: Services, app_client: TestClient) -> ApiUser:
 @pytest.fixture
 def other_api(services: Services) -> Iterator[ApiUser]:
     account_id, key = new_account_key(services)
-    with TestClient(
-        create_app(services), base_url="http://testserver", auth=httpx.BasicAuth("x", key)
-    ) as client:
+    with TestClient(create_app(services), base_url="http://testserver") as client:
+        client.auth = httpx.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
 
@@ -135,3 +135,34 @@ def list_id(api: ApiUser) -> str:
     response = api.client.post("/3.0/lists", json=LIST_BODY)
     assert response.status_code == 200, response.text
     return str(response.json()["id"])
+
+
+@pytest.fixture
+def runtime(services: Services) -> Iterator[EmbeddedRuntime]:
+    """The in-process Dramatiq broker, worker and scheduler, as `conveyor serve` runs them.
+
+    Tests wait for background work with `runtime.join()`, never with sleeps.
+    """
+    started = embedded_runtime(services)
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def batch_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[ApiUser]:
+    """An account whose client talks to an app wired to the running runtime."""
+    account_id, key = new_account_key(services)
+    app = create_app(services, runtime.dispatcher.send)
+    with TestClient(app, base_url="http://testserver") as client:
+        client.auth = httpx.BasicAuth("x", key)
+        yield ApiUser(account_id, key, client)
+
+
+@pytest.fixture
+def batch_other_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[ApiUser]:
+    account_id, key = new_account_key(services)
+    app = create_app(services, runtime.dispatcher.send)
+    with TestClient(app, base_url="http://testserver") as client:
+        client.auth = httpx.BasicAuth("x", key)
+        yield ApiUser(account_id, key, client)

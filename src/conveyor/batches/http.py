@@ -92,9 +92,10 @@ class BatchEndpoints:
     async def submit(self, request: Request) -> Response:
         async def work(account: Account, request_id: str) -> tuple[int, Any]:
             batch_id = await self._ingest(request, account)
-            self.dispatch([FollowUp(Step.PREPROCESS, batch_id)])
             batch = await self._read(lambda conn: store.get_batch(conn, batch_id, account.pk))
             assert batch is not None
+            # The answer shows the batch as stored (pending), whatever the workers do next.
+            self.dispatch([FollowUp(Step.PREPROCESS, batch_id)])
             return 200, render_batch(batch, self.gate.api_root(request), "")
 
         return await self._guarded(request, work)
