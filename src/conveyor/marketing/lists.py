@@ -11,23 +11,10 @@ from conveyor.domain import problems
 from conveyor.domain.ids import hex_id, now_iso
 from conveyor.marketing.common import link, paging, schema_url, validate
 from conveyor.marketing.routing import Call, Reply, RouteTable
-from conveyor.marketing.schemas import Body, CampaignDefaults, Contact, ListCreate
+from conveyor.marketing.schemas import ListCreate, ListPatch
 from conveyor.storage.tables import lists, members, merge_fields, tags
 
 routes = RouteTable()
-
-
-class ListPatch(Body):
-    name: str | None = None
-    contact: Contact | None = None
-    permission_reminder: str | None = None
-    use_archive_bar: bool | None = None
-    campaign_defaults: CampaignDefaults | None = None
-    notify_on_subscribe: str | None = None
-    notify_on_unsubscribe: str | None = None
-    email_type_option: bool | None = None
-    double_optin: bool | None = None
-    marketing_permissions: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from sqlalchemy import and_, func, select
 from conveyor.domain import problems
 from conveyor.domain.ids import now_iso, subscriber_hash
 from conveyor.domain.problems import FieldError, Problem
-from conveyor.marketing.common import link, paging, schema_url, validate
+from conveyor.marketing.common import field_errors, link, paging, schema_url, validate
 from conveyor.marketing.member_store import (
     FORGOTTEN,
     ListContext,
@@ -60,8 +60,9 @@ def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
         "status": member.status,
         "unsubscribe_reason": data.get("unsubscribe_reason", ""),
         "consents_to_one_to_one_messaging": True,
+        # No SMS here. `sms_subscription_status` is left out rather than sent as "": the
+        # spec's enum has no empty value, and generated clients reject one.
         "sms_phone_number": "",
-        "sms_subscription_status": "",
         "sms_subscription_last_updated": "",
         "merge_fields": merge,
         "interests": data["interests"],
@@ -244,7 +245,8 @@ def upsert_member(call: Call) -> Reply:
         created = _add(call, ctx, email, status, body, [], allow_existing=True)
         return Reply(200, render_member(call.api_root, ctx.list_id, created))
     if member.status == FORGOTTEN:
-        raise problems.forgotten_email(member.email_address)
+        # An erased member keeps only its hash, so the address comes from the request.
+        raise problems.forgotten_email(email or member.email_address)
     _update(call, ctx, member, body, body.status)
     return Reply(200, render_member(call.api_root, ctx.list_id, member))
 
@@ -259,15 +261,13 @@ def update_member(call: Call) -> Reply:
 
 
 def _update(call: Call, ctx: ListContext, member: MemberRow, body: Any, status: str | None) -> None:
-    if body.email_address and body.email_address.lower() != member.email_address.lower():
+    if body.email_address:
         email = check_email(body.email_address)
-        other = find_member(call.conn, ctx.pk, email)
-        if other is not None:
-            raise problems.member_exists(email)
+        if email.lower() != member.email_address.lower():
+            if find_member(call.conn, ctx.pk, email) is not None:
+                raise problems.member_exists(email)
+            member.subscriber_hash = subscriber_hash(email)
         member.email_address = email
-        member.subscriber_hash = subscriber_hash(email)
-    elif body.email_address:
-        member.email_address = body.email_address.strip()
     apply_fields(ctx, member.data, body, is_new=False)
     if status and status != member.status:
         member.status = status
@@ -346,9 +346,12 @@ def batch_subscribe(call: Call) -> Reply:
         try:
             item = BatchMember.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            field = ".".join(str(part) for part in first["loc"])
-            errors.append(_subscribe_error(email, "ERROR_GENERIC", field, first["msg"]))
+            first = field_errors(exc)[0]
+            errors.append(
+                _subscribe_error(
+                    email, "ERROR_GENERIC", first.field, first.message, problems.VALIDATION_DETAIL
+                )
+            )
             continue
         try:
             with call.conn.begin_nested():

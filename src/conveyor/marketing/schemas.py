@@ -1,6 +1,8 @@
 """Request bodies of the Marketing API subset, as the spec declares them.
 
-Unknown keys are ignored (the real service does the same); known keys are type-checked.
+Unknown keys are ignored (the real service does the same); known keys are type-checked
+strictly, as the real service's JSON-schema validation does: `"yes"` is not a boolean and `"5"`
+is not a number.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ MergeType = Literal[
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class Contact(Body):
@@ -59,6 +61,21 @@ class ListCreate(Body):
     email_type_option: bool
     double_optin: bool = False
     marketing_permissions: bool = False
+
+
+class ListPatch(Body):
+    """Every field optional, each with the limits of `ListCreate` (the columns hold no more)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    contact: Contact | None = None
+    permission_reminder: str | None = Field(default=None, max_length=1000)
+    use_archive_bar: bool | None = None
+    campaign_defaults: CampaignDefaults | None = None
+    notify_on_subscribe: str | None = Field(default=None, max_length=500)
+    notify_on_unsubscribe: str | None = Field(default=None, max_length=500)
+    email_type_option: bool | None = None
+    double_optin: bool | None = None
+    marketing_permissions: bool | None = None
 
 
 class Location(Body):
