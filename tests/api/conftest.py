@@ -1,0 +1,63 @@
+"""Fixtures for the in-process API tests (the shared ones live in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from conveyor.http.app import create_app
+from conveyor.runtime.bootstrap import Services
+from conveyor.settings import Limits
+from tests.conftest import ApiUser, new_account_key
+
+
+@pytest.fixture
+def other_api(services: Services) -> Iterator[ApiUser]:
+    """A second account with its own app and client.
+
+    Overrides the shared fixture, which passes `auth=` to TestClient: Starlette's TestClient
+    takes no such argument, so it is set on the client afterwards, as `api` does.
+    """
+    account_id, key = new_account_key(services)
+    with TestClient(create_app(services), base_url="http://testserver") as client:
+        client.auth = httpx.BasicAuth("x", key)
+        yield ApiUser(account_id, key, client)
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(services: Services) -> Iterator[ClientFactory]:
+    """A fresh app (its own key cache and limiter) over the same database.
+
+    `make_client(key, limits=Limits(...))`: `limits` replaces the request limits;
+    `key=None` gives a client that sends no credentials; `raise_server_exceptions=False`
+    shows what a real client would see when an exception escapes the app.
+    """
+    with ExitStack() as stack:
+
+        def build(
+            key: str | None, *, limits: Limits | None = None, raise_server_exceptions: bool = True
+        ) -> TestClient:
+            settings = services.settings
+            if limits is not None:
+                settings = replace(settings, limits=limits)
+            app = create_app(replace(services, settings=settings))
+            client = stack.enter_context(
+                TestClient(
+                    app,
+                    base_url="http://testserver",
+                    raise_server_exceptions=raise_server_exceptions,
+                )
+            )
+            if key is not None:
+                client.auth = httpx.BasicAuth("anystring", key)
+            return client
+
+        yield build
