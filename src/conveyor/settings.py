@@ -39,6 +39,14 @@ class BatchSettings:
     stale_ingest_seconds: int = 900
     sweep_interval_seconds: float = 5.0
     sweep_idle_seconds: float = 30.0
+    webhook_threads: int = 8
+    webhook_max_attempts: int = 8
+    webhook_first_retry_seconds: float = 36.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_allow_loopback: bool = True
+    webhook_allow_private: bool = True
+    max_webhooks: int = 20
+    max_pending_webhooks: int = 500
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,8 @@ def _section(cls: type[T], env: Mapping[str, str], prefix: str) -> T:
 
 def _coerce(type_name: object, raw: str) -> Any:
     text = str(type_name)
+    if text.startswith("bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if text.startswith("int"):
         return int(raw)
     if text.startswith("float"):

@@ -13,11 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from conveyor.batches import store
+from sqlalchemy import Connection
+
+from conveyor.batches import store, webhook_store
 from conveyor.batches.executor import run_group
+from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
 from conveyor.domain.batch_status import BatchStatus
 from conveyor.domain.chunking import plan_groups
+from conveyor.domain.webhook_payload import CompletedBatch
 from conveyor.marketing.routing import Account, RouteTable
 from conveyor.settings import BatchSettings
 from conveyor.storage.blobs import BlobStore
@@ -30,12 +34,15 @@ class Step(StrEnum):
     PREPROCESS = "preprocess"
     WORK = "work"
     FINALIZE = "finalize"
+    DELIVER = "deliver"
 
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
     step: Step
-    batch_id: str
+    # A batch id, or a webhook delivery id for DELIVER.
+    target_id: str
+    delay_seconds: float = 0.0
 
 
 @dataclass
@@ -129,6 +136,8 @@ class BatchEngine:
             )
         with self.database.write() as conn:
             finished = store.finish(conn, batch_id, key)
+            # The outbox rows commit with the status: a finished batch always gets its webhooks.
+            deliveries = self._enqueue_webhooks(conn, batch_id) if finished else []
         if not finished:  # deleted meanwhile
             self.blobs.delete(key)
             return []
@@ -139,7 +148,23 @@ class BatchEngine:
         # The archive now holds every result: the rows have served their purpose.
         self.drop_rows(batch_id, "operations")
         self.drop_rows(batch_id, "results")
-        return []
+        return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries]
+
+    def _enqueue_webhooks(self, conn: Connection, batch_id: str) -> list[str]:
+        batch = store.get_batch(conn, batch_id)
+        assert batch is not None
+        rendered = render_batch(batch, batch.api_root, "")
+        snapshot = CompletedBatch(
+            id=batch.id,
+            status=batch.status,
+            total_operations=batch.total_operations,
+            finished_operations=batch.finished_operations,
+            errored_operations=batch.errored_operations,
+            submitted_at=batch.submitted_at,
+            completed_at=batch.completed_at,
+            links=rendered["_links"],
+        )
+        return webhook_store.enqueue_completed(conn, batch.account_pk, snapshot)
 
     # --- removal -------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from conveyor.batches import store
+from conveyor.batches import store, webhook_store
 from conveyor.batches.engine import BatchEngine, FollowUp, Step
 from conveyor.batches.render import render_batch, render_batch_list
 from conveyor.domain import problems
@@ -106,6 +106,14 @@ class BatchEndpoints:
         if unstarted >= settings.max_unstarted_batches:
             raise problems.too_many_requests(
                 f"You have more than {settings.max_unstarted_batches} pending batches. "
+                "Please wait for some to complete before adding any more batches."
+            )
+        pending_events = await self._read(
+            lambda conn: webhook_store.count_pending(conn, account.pk)
+        )
+        if pending_events >= settings.max_pending_webhooks:
+            raise problems.too_many_requests(
+                f"You have more than {settings.max_pending_webhooks} pending webhooks. "
                 "Please wait for some to complete before adding any more batches."
             )
         api_root = self.gate.api_root(request)

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from conveyor.batches.engine import FollowUp
 from conveyor.batches.http import BatchEndpoints
+from conveyor.batches.webhook_endpoints import WebhookEndpoints
 from conveyor.domain import problems
 from conveyor.http.api import ApiGate, marketing_endpoint, new_request_id
 from conveyor.http.auth import KeyCache
@@ -47,8 +48,12 @@ def create_app(
     gate = build_gate(services)
     endpoint = marketing_endpoint(gate, services.routes)
     batches = BatchEndpoints(gate, services.engine, services.secret, dispatch)
+    webhooks = WebhookEndpoints(
+        gate, services.webhooks, dispatch, services.settings.batches.max_webhooks
+    )
     routes = [
         *batches.routes(),
+        *webhooks.routes(),
         Route("/3.0", endpoint, methods=ALL_METHODS),
         Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),
     ]

@@ -14,7 +14,8 @@ import dramatiq
 from dramatiq import Broker
 
 from conveyor.batches.engine import BatchEngine, FollowUp, Step
-from conveyor.runtime.broker import QUEUE
+from conveyor.batches.webhooks import WebhookService
+from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger("conveyor.runtime")
 
@@ -31,22 +32,30 @@ class Dispatcher:
 
     def send(self, follow_ups: Iterable[FollowUp]) -> None:
         for follow_up in follow_ups:
-            self.actors[follow_up.step].send(follow_up.batch_id)
+            actor = self.actors[follow_up.step]
+            if follow_up.delay_seconds > 0:
+                delay_ms = int(follow_up.delay_seconds * 1000)
+                actor.send_with_options(args=(follow_up.target_id,), delay=delay_ms)
+            else:
+                actor.send(follow_up.target_id)
 
 
-def declare_actors(broker: Broker, engine: BatchEngine) -> Dispatcher:
+def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService) -> Dispatcher:
     dispatcher = Dispatcher(broker)
-    steps: dict[Step, Callable[[str], list[FollowUp]]] = {
-        Step.PREPROCESS: engine.preprocess,
-        Step.WORK: engine.work,
-        Step.FINALIZE: engine.finalize,
+    steps: dict[Step, tuple[Callable[[str], list[FollowUp]], str]] = {
+        Step.PREPROCESS: (engine.preprocess, QUEUE),
+        Step.WORK: (engine.work, QUEUE),
+        Step.FINALIZE: (engine.finalize, QUEUE),
+        # Deliveries wait on other people's servers: their own queue and threads, so a slow
+        # receiver never holds up batch work.
+        Step.DELIVER: (webhooks.deliver, WEBHOOK_QUEUE),
     }
-    for step, run in steps.items():
+    for step, (run, queue) in steps.items():
         dispatcher.actors[step] = dramatiq.Actor(
             _actor_body(run, dispatcher),
             broker=broker,
             actor_name=f"conveyor.batch.{step.value}",
-            queue_name=QUEUE,
+            queue_name=queue,
             priority=0,
             options={"time_limit": TIME_LIMIT_MS, "max_retries": 10, "min_backoff": 500},
         )
@@ -56,8 +65,8 @@ def declare_actors(broker: Broker, engine: BatchEngine) -> Dispatcher:
 def _actor_body(
     run: Callable[[str], list[FollowUp]], dispatcher: Dispatcher
 ) -> Callable[[str], None]:
-    def body(batch_id: str) -> None:
-        dispatcher.send(run(batch_id))
+    def body(target_id: str) -> None:
+        dispatcher.send(run(target_id))
 
     body.__name__ = run.__name__
     return body

@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import httpx
+
 from conveyor.batches.engine import BatchEngine
+from conveyor.batches.webhooks import WebhookService
+from conveyor.domain.retry import RetryPolicy
+from conveyor.domain.webhook_targets import TargetPolicy
 from conveyor.marketing.api import marketing_routes
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import Settings
@@ -26,8 +31,10 @@ class Services:
     blobs: BlobStore
     engine: BatchEngine
     secret: bytes
+    webhooks: WebhookService
 
     def close(self) -> None:
+        self.webhooks.client.close()
         self.database.dispose()
 
 
@@ -40,7 +47,34 @@ def open_services(settings: Settings, *, migrate: bool = True) -> Services:
     blobs = LocalBlobStore(settings.blob_dir)
     engine = BatchEngine(database, routes, blobs, settings.batches)
     secret = load_or_create_secret(database, settings.secret)
-    return Services(settings, database, routes, blobs, engine, secret)
+    return Services(
+        settings,
+        database,
+        routes,
+        blobs,
+        engine,
+        secret,
+        webhook_service(settings, database, secret),
+    )
+
+
+def webhook_service(settings: Settings, database: Database, secret: bytes) -> WebhookService:
+    batches = settings.batches
+    return WebhookService(
+        database=database,
+        client=httpx.Client(),
+        policy=TargetPolicy(
+            allow_loopback=batches.webhook_allow_loopback,
+            allow_private=batches.webhook_allow_private,
+        ),
+        retry=RetryPolicy(
+            max_attempts=batches.webhook_max_attempts,
+            first_delay_seconds=batches.webhook_first_retry_seconds,
+        ),
+        download_secret=secret,
+        url_ttl_seconds=batches.url_ttl_seconds,
+        timeout_seconds=batches.webhook_timeout_seconds,
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dramatiq.middleware import (
 )
 
 QUEUE = "conveyor"
+WEBHOOK_QUEUE = "conveyor-webhooks"
 
 
 def _middleware() -> list[Middleware]:

@@ -10,7 +10,7 @@ from dramatiq import Broker
 
 from conveyor.runtime.actors import Dispatcher, declare_actors
 from conveyor.runtime.bootstrap import Services
-from conveyor.runtime.broker import QUEUE, create_broker
+from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE, create_broker
 from conveyor.runtime.scheduler import Scheduler
 
 log = logging.getLogger("conveyor.runtime")
@@ -22,6 +22,7 @@ class EmbeddedRuntime:
     broker: Broker
     dispatcher: Dispatcher
     worker: dramatiq.Worker
+    webhook_worker: dramatiq.Worker
     scheduler: Scheduler
 
     def start(self) -> None:
@@ -37,29 +38,43 @@ class EmbeddedRuntime:
                 released,
             )
         self.worker.start()
+        self.webhook_worker.start()
         self.scheduler.tick(idle_seconds=0)
         self.scheduler.start()
 
     def join(self, timeout_ms: int | None = None) -> None:
         """Wait until every queued message, and every message they caused, is processed."""
+        # Batch work can cause deliveries and a delivery causes no batch work: join in order.
         self.broker.join(QUEUE, timeout=timeout_ms)
         self.worker.join()
+        self.broker.join(WEBHOOK_QUEUE, timeout=timeout_ms)
+        self.webhook_worker.join()
 
     def stop(self) -> None:
         self.scheduler.stop()
         self.worker.stop()
+        self.webhook_worker.stop()
         self.broker.close()
 
 
 def embedded_runtime(services: Services) -> EmbeddedRuntime:
     settings = services.settings.batches
     broker = create_broker(None)
-    dispatcher = declare_actors(broker, services.engine)
-    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=100)
+    dispatcher = declare_actors(broker, services.engine, services.webhooks)
+    worker = dramatiq.Worker(
+        broker, queues={QUEUE}, worker_threads=settings.worker_threads, worker_timeout=100
+    )
+    webhook_worker = dramatiq.Worker(
+        broker,
+        queues={WEBHOOK_QUEUE},
+        worker_threads=settings.webhook_threads,
+        worker_timeout=100,
+    )
     scheduler = Scheduler(
         services.engine,
+        services.webhooks,
         dispatcher,
         interval_seconds=settings.sweep_interval_seconds,
         idle_seconds=settings.sweep_idle_seconds,
     )
-    return EmbeddedRuntime(services, broker, dispatcher, worker, scheduler)
+    return EmbeddedRuntime(services, broker, dispatcher, worker, webhook_worker, scheduler)

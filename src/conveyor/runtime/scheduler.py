@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 from conveyor.batches.engine import BatchEngine
+from conveyor.batches.webhooks import WebhookService
 from conveyor.runtime.actors import Dispatcher
 
 log = logging.getLogger("conveyor.scheduler")
@@ -19,6 +20,7 @@ log = logging.getLogger("conveyor.scheduler")
 @dataclass
 class Scheduler:
     engine: BatchEngine
+    webhooks: WebhookService
     dispatcher: Dispatcher
     interval_seconds: float
     idle_seconds: float
@@ -28,6 +30,7 @@ class Scheduler:
     def tick(self, *, idle_seconds: float | None = None) -> None:
         idle = self.idle_seconds if idle_seconds is None else idle_seconds
         follow_ups = self.engine.sweep(idle_seconds=idle)
+        follow_ups += self.webhooks.sweep(idle_seconds=idle)
         if follow_ups:
             log.info("sweep: re-sending %d message(s)", len(follow_ups))
         self.dispatcher.send(follow_ups)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -189,4 +190,43 @@ batch_results = Table(
     Column("status_code", Integer, nullable=False),
     Column("operation_id", Text, nullable=True),
     Column("response", Text, nullable=False),
+)
+
+
+# --- Batch webhooks ------------------------------------------------------------------------
+
+batch_webhooks = Table(
+    "batch_webhooks",
+    metadata,
+    Column("id", String(10), primary_key=True),
+    Column("account_pk", BigId, nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("secret", String(64), nullable=False),
+    Column("created_ts", Float, nullable=False),
+)
+
+# The outbox: written in the transaction that finishes a batch, one row per enabled webhook,
+# so a delivery can be late but never lost. `payload` snapshots the batch at completion.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("webhook_id", String(10), nullable=False, index=True),
+    Column("account_pk", BigId, nullable=False),
+    Column("batch_id", String(10), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ts", Float, nullable=False),
+    Column("lease_until", Float, nullable=False, default=0),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # JSON list of attempts: {at, status_code, error, duration_ms}. Bounded by max attempts.
+    Column("history", Text, nullable=False, default="[]"),
+    Column("created_ts", Float, nullable=False),
+    Column("updated_ts", Float, nullable=False),
+    Column("delivered_ts", Float, nullable=True),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_ts"),
+    Index("ix_webhook_deliveries_account_state", "account_pk", "state"),
 )
