@@ -74,6 +74,133 @@ def serve(**flags: Any) -> None:
         services.close()
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to bind [env CONVEYOR_HOST; 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="Port [env CONVEYOR_PORT; 8000]")
+@click.option("--public-url", default=None, help="Base URL clients use [env CONVEYOR_PUBLIC_URL]")
+@click.option("--broker-url", default=None, help="redis:// or amqp:// [env CONVEYOR_BROKER_URL]")
+@click.option("--blob-url", default=None, help="file:// or s3:// [env CONVEYOR_BLOB_URL]")
+@with_database_options
+def api(**flags: Any) -> None:
+    """Run only the HTTP API; workers run elsewhere (`conveyor worker`)."""
+    import uvicorn
+
+    from conveyor.http.app import create_app
+    from conveyor.runtime.bootstrap import open_services
+    from conveyor.runtime.distributed import broker_dispatcher
+
+    settings = _settings(**flags)
+    _configure_logging(settings.log_level)
+    _require_shared_setup(settings, "api")
+    services = open_services(settings)
+    broker, dispatcher = broker_dispatcher(services)
+    click.echo(f"Conveyor API on http://{settings.host}:{settings.port}/3.0", err=True)
+    try:
+        uvicorn.run(
+            create_app(services, dispatcher.send),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        broker.close()
+        services.close()
+
+
+@main.command()
+@click.option("--processes", "-p", type=int, default=2, show_default=True)
+@click.option("--threads", "-t", type=int, default=4, show_default=True)
+@click.option(
+    "--queues",
+    type=click.Choice(["all", "batches", "webhooks"]),
+    default="all",
+    show_default=True,
+    help="Run webhook deliveries on their own workers so slow receivers never slow batches",
+)
+@click.option("--prometheus-port", type=int, default=9191, show_default=True)
+@click.option("--broker-url", default=None, help="redis:// or amqp:// [env CONVEYOR_BROKER_URL]")
+@click.option("--blob-url", default=None, help="file:// or s3:// [env CONVEYOR_BLOB_URL]")
+@with_database_options
+def worker(processes: int, threads: int, queues: str, prometheus_port: int, **flags: Any) -> None:
+    """Run Dramatiq worker processes for batches and webhook deliveries."""
+    import os
+
+    from conveyor.runtime.bootstrap import open_services
+    from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
+
+    settings = _settings(**flags)
+    _require_shared_setup(settings, "worker")
+    open_services(settings).close()  # migrate once here, not in every worker process
+    env = dict(os.environ)
+    for name in ("database_url", "broker_url", "blob_url"):
+        value = getattr(settings, name)
+        if value:
+            env[f"CONVEYOR_{name.upper()}"] = str(value)
+    env["CONVEYOR_DATA_DIR"] = str(settings.data_dir)
+    env["dramatiq_prom_port"] = str(prometheus_port)
+    env["dramatiq_prom_host"] = "127.0.0.1"
+    selected = {"all": [QUEUE, WEBHOOK_QUEUE], "batches": [QUEUE], "webhooks": [WEBHOOK_QUEUE]}
+    command = [
+        sys.executable, "-m", "dramatiq", "conveyor.runtime.worker_entry",
+        "--processes", str(processes), "--threads", str(threads),
+        "--queues", *selected[queues],
+    ]  # fmt: skip
+    os.execvpe(sys.executable, command, env)
+
+
+@main.command()
+@click.option("--broker-url", default=None, help="redis:// or amqp:// [env CONVEYOR_BROKER_URL]")
+@click.option("--blob-url", default=None, help="file:// or s3:// [env CONVEYOR_BLOB_URL]")
+@with_database_options
+def scheduler(**flags: Any) -> None:
+    """Re-send lost work and purge expired batches; several may run, one schedules."""
+    import signal
+    import threading
+
+    from conveyor.runtime.bootstrap import open_services
+    from conveyor.runtime.distributed import Lease, broker_dispatcher
+    from conveyor.runtime.scheduler import Scheduler
+
+    settings = _settings(**flags)
+    _configure_logging(settings.log_level)
+    _require_shared_setup(settings, "scheduler")
+    services = open_services(settings)
+    broker, dispatcher = broker_dispatcher(services)
+    batch = settings.batches
+    loop = Scheduler(
+        services.engine,
+        services.webhooks,
+        dispatcher,
+        interval_seconds=batch.sweep_interval_seconds,
+        idle_seconds=batch.sweep_idle_seconds,
+    )
+    lease = Lease(services.database, "scheduler", seconds=batch.sweep_interval_seconds * 3)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    click.echo("Conveyor scheduler running", err=True)
+    try:
+        while not stop.wait(batch.sweep_interval_seconds):
+            if lease.acquire():
+                try:
+                    loop.tick()
+                except Exception:
+                    logging.getLogger("conveyor.scheduler").exception("tick failed")
+    finally:
+        lease.release()
+        broker.close()
+        services.close()
+
+
+def _require_shared_setup(settings: Settings, role: str) -> None:
+    if not settings.broker_url:
+        raise click.ClickException(
+            f"`conveyor {role}` needs a broker shared with the other roles: set "
+            "CONVEYOR_BROKER_URL (redis://… or amqp://…). For one process, use `conveyor serve`."
+        )
+
+
 @main.group()
 def keys() -> None:
     """Create, list and revoke API keys."""

@@ -58,6 +58,17 @@ class Settings:
     secret: str | None = None
     public_url: str | None = None
     log_level: str = "info"
+    # Scaled out: a Dramatiq broker (redis:// or amqp://); absent = in-process.
+    broker_url: str | None = None
+    # file:///shared/path or s3://bucket/prefix; absent = <data-dir>/blobs.
+    blob_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    # Where the per-account connection limit is counted across API processes: a redis://
+    # URL, "database" (PostgreSQL), or absent = this process only.
+    limiter_url: str | None = None
     limits: Limits = field(default_factory=Limits)
     batches: BatchSettings = field(default_factory=BatchSettings)
 
@@ -70,6 +81,18 @@ class Settings:
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def s3_options(self) -> dict[str, str]:
+        options = {"region": self.s3_region}
+        if self.s3_endpoint:
+            options["endpoint"] = self.s3_endpoint
+            options["allow_http"] = "true" if self.s3_endpoint.startswith("http:") else "false"
+        if self.s3_access_key_id:
+            options["access_key_id"] = self.s3_access_key_id
+        if self.s3_secret_access_key:
+            options["secret_access_key"] = self.s3_secret_access_key
+        return options
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -229,7 +229,8 @@ class BatchEndpoints:
             handle = await anyio.to_thread.run_sync(blobs.open, key)
             try:
                 while data := await anyio.to_thread.run_sync(handle.read, DOWNLOAD_CHUNK):
-                    yield data
+                    # obstore's reader hands back its own buffer type.
+                    yield bytes(data)
             finally:
                 handle.close()
 

@@ -15,7 +15,7 @@ from conveyor.batches.webhook_endpoints import WebhookEndpoints
 from conveyor.domain import problems
 from conveyor.http.api import ApiGate, marketing_endpoint, new_request_id
 from conveyor.http.auth import KeyCache
-from conveyor.http.limits import InProcessLimiter
+from conveyor.http.limits import create_limiter
 from conveyor.http.responses import problem_response
 from conveyor.runtime.bootstrap import Services
 from conveyor.storage import accounts
@@ -34,7 +34,13 @@ def build_gate(services: Services) -> ApiGate:
         settings=services.settings,
         database=database,
         keys=KeyCache(lookup),
-        limiter=InProcessLimiter(services.settings.limits.max_concurrent_requests),
+        limiter=create_limiter(
+            services.settings.limiter_url,
+            database,
+            services.settings.limits.max_concurrent_requests,
+            # A lease outlives any request (they time out), so only a dead holder's expires.
+            services.settings.limits.request_timeout_seconds + 10,
+        ),
     )
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from sqlalchemy import delete, func, insert, select
+
+from conveyor.storage.database import Database
+from conveyor.storage.tables import request_slots
 
 
 class ConcurrencyLimiter(Protocol):
@@ -36,3 +43,98 @@ class InProcessLimiter:
                     self._in_flight[account_pk] -= 1
                     if self._in_flight[account_pk] <= 0:
                         del self._in_flight[account_pk]
+
+
+# Drop expired holders, then take a slot if one is free: one atomic step on the server.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class RedisLimiter:
+    """A lease-based semaphore per account in a Redis sorted set (member = holder token,
+    score = lease expiry). A SIGKILLed holder's slot expires with its lease; Dramatiq's
+    ConcurrentRateLimiter was measured to leak in that case (ARCHITECTURE.md)."""
+
+    client: Any
+    limit: int
+    lease_seconds: float
+    prefix: str = "conveyor:slots:"
+
+    def __post_init__(self) -> None:
+        self._acquire = self.client.register_script(_ACQUIRE)
+
+    @contextmanager
+    def slot(self, account_pk: int) -> Iterator[bool]:
+        key = f"{self.prefix}{account_pk}"
+        token = uuid.uuid4().hex
+        now = time.time()
+        lease_ms = int(self.lease_seconds * 1000)
+        args = [now, now + self.lease_seconds, self.limit, token, lease_ms]
+        granted = bool(self._acquire(keys=[key], args=args))
+        try:
+            yield granted
+        finally:
+            if granted:
+                self.client.zrem(key, token)
+
+
+@dataclass
+class DatabaseLimiter:
+    """The same lease-based semaphore in a table, for deployments without Redis."""
+
+    database: Database
+    limit: int
+    lease_seconds: float
+
+    @contextmanager
+    def slot(self, account_pk: int) -> Iterator[bool]:
+        token = uuid.uuid4().hex
+        granted = self._acquire(account_pk, token)
+        try:
+            yield granted
+        finally:
+            if granted:
+                with self.database.write() as conn:
+                    conn.execute(delete(request_slots).where(request_slots.c.token == token))
+
+    def _acquire(self, account_pk: int, token: str) -> bool:
+        now = time.time()
+        with self.database.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # Serialize count-then-insert per account across processes.
+                conn.execute(select(func.pg_advisory_xact_lock(7290012, account_pk)))
+            mine = request_slots.c.account_pk == account_pk
+            conn.execute(delete(request_slots).where(mine, request_slots.c.expires_ts < now))
+            held = conn.execute(
+                select(func.count()).select_from(request_slots).where(mine)
+            ).scalar_one()
+            if held >= self.limit:
+                return False
+            conn.execute(
+                insert(request_slots).values(
+                    token=token, account_pk=account_pk, expires_ts=now + self.lease_seconds
+                )
+            )
+            return True
+
+
+def create_limiter(
+    limiter_url: str | None, database: Database, limit: int, lease_seconds: float
+) -> ConcurrencyLimiter:
+    if not limiter_url:
+        return InProcessLimiter(limit)
+    if limiter_url == "database":
+        return DatabaseLimiter(database, limit, lease_seconds)
+    if limiter_url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        return RedisLimiter(redis.Redis.from_url(limiter_url), limit, lease_seconds)
+    raise ValueError(f"unsupported limiter URL (expected redis:// or 'database'): {limiter_url}")

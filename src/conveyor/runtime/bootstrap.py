@@ -15,7 +15,7 @@ from conveyor.marketing.api import marketing_routes
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import Settings
 from conveyor.storage import accounts
-from conveyor.storage.blobs import BlobStore, LocalBlobStore
+from conveyor.storage.blobs import BlobStore, open_blob_store
 from conveyor.storage.database import Database, open_database
 from conveyor.storage.migrate import upgrade
 from conveyor.storage.secrets import load_or_create_secret
@@ -44,7 +44,7 @@ def open_services(settings: Settings, *, migrate: bool = True) -> Services:
     if migrate:
         upgrade(database)
     routes = marketing_routes()
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = open_blob_store(settings.blob_url, settings.blob_dir, settings.s3_options)
     engine = BatchEngine(database, routes, blobs, settings.batches)
     secret = load_or_create_secret(database, settings.secret)
     return Services(

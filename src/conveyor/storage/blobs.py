@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
+from urllib.parse import unquote, urlsplit
+
+import obstore
 
 
 class BlobStore(Protocol):
@@ -57,3 +61,49 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ObjectBlobStore:
+    """S3-compatible storage through obstore (0.x: kept behind this small interface)."""
+
+    store: Any
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        # Spool to a local file and upload once complete: an archive that failed half-way is
+        # never visible, and obstore streams the upload in parts with flat memory.
+        with tempfile.TemporaryFile() as spool:
+            yield cast(BinaryIO, spool)
+            spool.flush()
+            spool.seek(0)
+            obstore.put(self.store, key, spool)
+
+    def open(self, key: str) -> BinaryIO:
+        return cast(BinaryIO, obstore.open_reader(self.store, key))
+
+    def size(self, key: str) -> int | None:
+        try:
+            return int(obstore.head(self.store, key)["size"])
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            obstore.delete(self.store, key)
+
+
+def open_blob_store(url: str | None, default_dir: Path, s3_options: dict[str, str]) -> BlobStore:
+    """`file:///path` or `s3://bucket/prefix`; None means the data dir's own folder."""
+    if not url:
+        return LocalBlobStore(default_dir)
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return LocalBlobStore(Path(unquote(parts.path)))
+    if parts.scheme == "s3":
+        from obstore.store import from_url
+
+        client_options: Any = {"allow_http": s3_options.get("allow_http") == "true"}
+        config: Any = {k: v for k, v in s3_options.items() if k != "allow_http"}
+        return ObjectBlobStore(from_url(url, config=config, client_options=client_options))
+    raise ValueError(f"unsupported blob URL (expected file:// or s3://): {url}")

@@ -230,3 +230,15 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_due", "state", "next_attempt_ts"),
     Index("ix_webhook_deliveries_account_state", "account_pk", "state"),
 )
+
+
+# Connection slots held by requests in flight, for the per-account limit across processes.
+# A slot expires on its own, so a process killed mid-request cannot leak it for long.
+request_slots = Table(
+    "request_slots",
+    metadata,
+    Column("token", String(32), primary_key=True),
+    Column("account_pk", BigId, nullable=False),
+    Column("expires_ts", Float, nullable=False),
+    Index("ix_request_slots_account", "account_pk", "expires_ts"),
+)
