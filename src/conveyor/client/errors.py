@@ -1,0 +1,104 @@
+"""Typed errors of the client; every one derives from :class:`ConveyorError`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.client.models import Batch
+
+
+class ConveyorError(Exception):
+    """Base of every error the client raises."""
+
+
+class ConfigurationError(ConveyorError, ValueError):
+    """The client cannot be set up: no key, a key without a datacenter, a bad URL."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class ConveyorApiError(ConveyorError):
+    """The API answered with an error; carries the problem document's fields.
+
+    Mailchimp and Conveyor answer ``application/problem+json``. Anything else (an S3 XML error
+    on a download, a proxy's HTML page) still becomes this error, with the HTTP reason as title
+    and the start of the body as detail, so callers handle one type.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        type: str = "",
+        instance: str = "",
+        errors: tuple[FieldError, ...] = (),
+        document: Mapping[str, Any] | None = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.instance = instance
+        self.errors = errors
+        self.document: dict[str, Any] = dict(document or {})
+        self.method = method
+        self.url = url
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """``Title: detail`` plus any field errors, for people (the CLI prints exactly this)."""
+        text = f"{self.title}: {self.detail}" if self.detail else self.title
+        if self.errors:
+            text += " (" + "; ".join(f"{e.field}: {e.message}" for e in self.errors) + ")"
+        return text
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"
+
+
+class InvalidOperation(ConveyorError, ValueError):
+    """An operation given to ``submit`` lacks what every operation needs; nothing was sent."""
+
+
+class ConveyorConnectionError(ConveyorError):
+    """The server could not be reached (or kept failing) after the allowed retries."""
+
+
+class BatchNotFinished(ConveyorError):
+    """Results were asked for a batch that is not ``finished`` yet."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        super().__init__(
+            f"batch {batch.id} is {batch.status} "
+            f"({batch.finished_operations}/{batch.total_operations} operations); "
+            "wait for it to finish first"
+        )
+
+
+class WaitTimeout(ConveyorError):
+    """``wait`` reached its deadline; ``batch`` is the last status seen."""
+
+    def __init__(self, batch: Batch, timeout: float) -> None:
+        self.batch = batch
+        self.timeout = timeout
+        super().__init__(
+            f"batch {batch.id} is still {batch.status} after {timeout:g} s "
+            f"({batch.finished_operations}/{batch.total_operations} operations)"
+        )
+
+
+class ArchiveError(ConveyorError):
+    """The results archive could not be downloaded whole or could not be read."""
