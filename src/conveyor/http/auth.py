@@ -43,6 +43,16 @@ class KeyCache:
     _entries: dict[str, tuple[Account | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def cached(self, key: str) -> tuple[bool, Account | None]:
+        """(True, the answer) when `key` was resolved recently; (False, None) otherwise.
+
+        No I/O: the HTTP layer calls it on the event loop and goes to a thread only on a miss.
+        """
+        entry = self._entries.get(key_hash(key))
+        if entry is not None and entry[1] > time.monotonic():
+            return True, entry[0]
+        return False, None
+
     def resolve(self, key: str) -> Account | None:
         digest = key_hash(key)
         now = time.monotonic()
