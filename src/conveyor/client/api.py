@@ -134,14 +134,10 @@ class Client:
         # Mailchimp takes any user name with the key as the Basic password.
         auth = httpx.BasicAuth("conveyor", api_key.strip()) if api_key else None
         self._http = httpx.Client(auth=auth, headers=headers, timeout=timeouts, transport=transport)
-        # Downloads get a client of their own that holds no credentials at all: the archive
-        # URL is signed, and S3 refuses a presigned request that also carries Authorization.
-        self._download_http = httpx.Client(
-            headers={"User-Agent": user_agent},
-            timeout=timeouts,
-            transport=transport,
-            follow_redirects=True,
-        )
+        self._timeouts = timeouts
+        self._transport = transport
+        self._user_agent = user_agent
+        self._download_client: httpx.Client | None = None
 
     @classmethod
     def from_env(
@@ -158,7 +154,8 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
-        self._download_http.close()
+        if self._download_client is not None:
+            self._download_client.close()
 
     def __enter__(self) -> Client:
         return self
@@ -266,7 +263,14 @@ class Client:
                 "(results are kept for seven days)"
             )
         archive = self._download(batch.response_body_url)
-        return BatchResults(batch, archive, failed_only=failed_only)
+        try:
+            # Checked now, so that a download that is no archive at all fails here, not later
+            # in the middle of the caller's loop.
+            stream = _readable_archive(archive)
+        except BaseException:
+            archive.close()
+            raise
+        return BatchResults(batch, archive, stream, failed_only=failed_only)
 
     def failed(self, batch_id: str) -> BatchResults:
         """The results whose status code is not 2xx."""
@@ -317,6 +321,21 @@ class Client:
         return self._call(method.upper(), path, json=json, params=params)
 
     # -- internals ----------------------------------------------------------------------
+
+    @property
+    def _download_http(self) -> httpx.Client:
+        # Downloads get a client of their own that holds no credentials at all: the archive
+        # URL is signed, and S3 refuses a presigned request that also carries Authorization.
+        # Made on first use: most clients never download, and each httpx client costs a TLS
+        # context.
+        if self._download_client is None:
+            self._download_client = httpx.Client(
+                headers={"User-Agent": self._user_agent},
+                timeout=self._timeouts,
+                transport=self._transport,
+                follow_redirects=True,
+            )
+        return self._download_client
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -438,20 +457,25 @@ class Client:
 class BatchResults(Iterator[BatchResult]):
     """The results of one batch as an iterator; ``close()`` (or ``with``) frees the file."""
 
-    def __init__(self, batch: Batch, archive: IO[bytes], *, failed_only: bool = False) -> None:
+    def __init__(
+        self,
+        batch: Batch,
+        archive: IO[bytes],
+        stream: BinaryIO,
+        *,
+        failed_only: bool = False,
+    ) -> None:
         self.batch = batch
         self._archive = archive
         self._failed_only = failed_only
-        self._records: Iterator[ResultRecord] | None = None
+        self._records: Iterator[ResultRecord] = iter_archive(stream)
 
     def __iter__(self) -> BatchResults:
         return self
 
     def __next__(self) -> BatchResult:
-        if self._records is None:
-            if self._archive.closed:
-                raise StopIteration
-            self._records = iter_archive(_readable_archive(self._archive))
+        if self._archive.closed:
+            raise StopIteration
         try:
             while True:
                 result = BatchResult.from_record(next(self._records))
@@ -465,8 +489,9 @@ class BatchResults(Iterator[BatchResult]):
             raise ArchiveError(f"the results archive of batch {self.batch.id}: {exc}") from exc
 
     def close(self) -> None:
-        if self._records is not None and hasattr(self._records, "close"):
-            self._records.close()
+        close_records = getattr(self._records, "close", None)
+        if close_records is not None:
+            close_records()
         self._archive.close()
 
     def __enter__(self) -> BatchResults:
