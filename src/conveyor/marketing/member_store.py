@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, select
 
 from conveyor.domain import problems
 from conveyor.domain.email import is_plausible_email
@@ -80,14 +80,12 @@ _MEMBER_BY_HASH = RawStatement(
         )
     )
 )
-_MEMBER_BY_HASH_OR_CONTACT = RawStatement(
+# Looked up apart: `hash = ? OR contact_id = ?` made SQLite scan the whole list.
+_MEMBER_BY_CONTACT = RawStatement(
     select(*_MEMBER_COLUMNS).where(
         and_(
             members.c.list_pk == bindparam("list_pk"),
-            or_(
-                members.c.subscriber_hash == bindparam("h"),
-                members.c.contact_id == bindparam("h"),
-            ),
+            members.c.contact_id == bindparam("h"),
         )
     )
 )
@@ -137,10 +135,13 @@ def member_key(raw: str) -> str:
     return subscriber_hash(raw) if "@" in raw else raw.lower()
 
 
-def find_member(conn: Connection, list_pk: int, raw_key: str) -> MemberRow | None:
-    key = member_key(raw_key)
-    statement = _MEMBER_BY_HASH if "@" in raw_key else _MEMBER_BY_HASH_OR_CONTACT
-    row = statement.first(conn, {"list_pk": list_pk, "h": key})
+def find_member(
+    conn: Connection, list_pk: int, raw_key: str, *, may_be_contact: bool = True
+) -> MemberRow | None:
+    params = {"list_pk": list_pk, "h": member_key(raw_key)}
+    row = _MEMBER_BY_HASH.first(conn, params)
+    if row is None and may_be_contact and "@" not in raw_key:
+        row = _MEMBER_BY_CONTACT.first(conn, params)
     if row is None:
         return None
     web_id, hash_, email, unique_id, contact_id, status, data, last_changed = row
@@ -219,7 +220,8 @@ def _merge_values(
         if field is None:
             continue  # the real service ignores merge tags the list does not have
         if field.type == "address":
-            if not isinstance(value, dict | str):
+            value = _address(value)
+            if value is None:
                 errors.append(FieldError(field.tag, "Please enter a complete address"))
                 continue
         elif field.type == "number":
@@ -239,6 +241,34 @@ def _merge_values(
     if errors:
         raise problems.invalid_resource(errors, "Your merge fields were invalid.")
     return merged
+
+
+_ADDRESS_PARTS = ("addr1", "addr2", "city", "state", "zip", "country")
+_ADDRESS_REQUIRED = ("addr1", "city", "state", "zip")
+
+
+def _address(value: Any) -> Any:
+    """An address merge value as stored, or None when it is not one.
+
+    A string is kept as given; an object must give addr1, city, state and zip as text (a
+    number is taken as text) and keeps only the six address parts, so nothing arbitrary
+    (or arbitrarily deep) is stored.
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        return None
+    address: dict[str, str] = {}
+    for part in _ADDRESS_PARTS:
+        item = value.get(part, "")
+        if isinstance(item, int | float) and not isinstance(item, bool):
+            item = str(item)
+        if not isinstance(item, str):
+            return None
+        address[part] = item
+    if any(not address[part].strip() for part in _ADDRESS_REQUIRED):
+        return None
+    return address
 
 
 def _require_merge_fields(ctx: ListContext, values: dict[str, Any]) -> None:

@@ -177,7 +177,11 @@ def add_member(call: Call) -> Reply:
     body = validate(MemberCreate, call.json_object())
     email = check_email(body.email_address)
     ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = _add(call, ctx, email, body.status, body, body.tags or [], allow_existing=False)
+    existing = find_member(call.conn, ctx.pk, email)
+    member = _add(
+        call, ctx, email, body.status, body, body.tags or [],
+        existing=existing, allow_existing=False,
+    )  # fmt: skip
     return Reply(200, render_member(call.api_root, ctx.list_id, member))
 
 
@@ -189,9 +193,10 @@ def _add(
     fields: Any,
     tag_names: list[str],
     *,
+    existing: MemberRow | None,
     allow_existing: bool,
 ) -> MemberRow:
-    existing = find_member(call.conn, ctx.pk, email)
+    """Create `email`, or revive it; `existing` is what the caller's lookup of it found."""
     if existing is not None and existing.status == FORGOTTEN:
         raise problems.forgotten_email(email)
     if existing is not None and existing.status != "archived" and not allow_existing:
@@ -224,8 +229,10 @@ def upsert_member(call: Call) -> Reply:
     body = validate(MemberUpsert, call.json_object())
     ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
     key = call.path_params["subscriber_hash"]
-    member = find_member(call.conn, ctx.pk, key)
     email = body.email_address or (key if "@" in key else None)
+    # A key that is the body's address hashed cannot be a contact id: skip that lookup.
+    is_hash_of_email = email is not None and subscriber_hash(email.strip()) == key.lower()
+    member = find_member(call.conn, ctx.pk, key, may_be_contact=not is_hash_of_email)
     if member is None or member.status == "archived":
         if email is None:
             raise problems.invalid_resource(
@@ -242,7 +249,7 @@ def upsert_member(call: Call) -> Reply:
             raise problems.invalid_resource(
                 [FieldError("status_if_new", "This value should not be blank.")]
             )
-        created = _add(call, ctx, email, status, body, [], allow_existing=True)
+        created = _add(call, ctx, email, status, body, [], existing=member, allow_existing=True)
         return Reply(200, render_member(call.api_root, ctx.list_id, created))
     if member.status == FORGOTTEN:
         # An erased member keeps only its hash, so the address comes from the request.
@@ -390,7 +397,11 @@ def _subscribe_one(
             raise problems.invalid_resource(
                 [FieldError("status", "This value should not be blank.")]
             )
-        return _add(call, ctx, email, status, item, item.tags or [], allow_existing=True), True
+        added = _add(
+            call, ctx, email, status, item, item.tags or [],
+            existing=existing, allow_existing=True,
+        )  # fmt: skip
+        return added, True
     if existing.status == FORGOTTEN:
         raise problems.forgotten_email(email)
     if not request.update_existing:

@@ -1,0 +1,412 @@
+"""Batch endpoint benchmarks (issue 3), each side by side with its comparison in one run.
+
+a. seed: 1,000 member adds in one batch against a real `conveyor serve` (submit → finished →
+   archive downloaded) vs the same 1,000 POSTs sent over HTTP with 10 connections.
+b. upserts: 100,000 member upserts (PUT with status_if_new) run by the batch engine in-process
+   (preprocess → work → finalize, no HTTP) vs the floor: the same SQL statements the
+   handlers issue, on the sqlite3 cursor, in the same 500-operation transactions with a
+   savepoint per operation and the result rows, and nothing else.
+c. million: a 1,000,000-operation body (~330 MB) streamed to `POST /3.0/batches`: ingest
+   operations/s (submit until the 200) and the server's peak RSS from submit to finished.
+d. status: `GET /3.0/batches/{id}` with 32 connections from wrk.
+e. fairness: the time a 10-operation batch takes to finish while the million runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+from tests.e2e.server import ServerProcess, free_port
+
+from bench.direct import LIST_BODY
+from bench.report import Figure, print_table, write_json
+from conveyor.batches import store
+from conveyor.batches.engine import FollowUp, Step
+from conveyor.domain.ids import hex_id, now_iso, subscriber_hash
+from conveyor.domain.operations import Operation
+from conveyor.marketing.member_store import _INSERT_MEMBER, _LIST_CONTEXT, _MEMBER_BY_HASH
+from conveyor.marketing.routing import invoke
+from conveyor.runtime.bootstrap import ensure_first_key, open_services
+from conveyor.settings import Settings
+from conveyor.storage import accounts
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def member_body(email: str) -> str:
+    return orjson.dumps({"email_address": email, "status": "subscribed"}).decode()
+
+
+def wait_finished(
+    client: httpx.Client, batch_id: str, deadline: float, poll: float
+) -> dict[str, Any]:
+    while True:
+        status = client.get(f"/3.0/batches/{batch_id}").json()
+        if status["status"] == "finished":
+            return dict(status)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} not finished: {status}")
+        time.sleep(poll)
+
+
+def new_list(client: httpx.Client) -> str:
+    response = client.post("/3.0/lists", json=LIST_BODY)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+# --- a. seed -------------------------------------------------------------------------------
+
+
+def seed(server: ServerProcess) -> list[Figure]:
+    auth = httpx.BasicAuth("bench", server.key)
+    with httpx.Client(base_url=server.base_url, auth=auth, timeout=60) as client:
+        list_id = new_list(client)
+        operations = [
+            {
+                "method": "POST",
+                "path": f"/lists/{list_id}/members",
+                "operation_id": f"seed-{i}",
+                "body": member_body(f"seed{i}@example.org"),
+            }
+            for i in range(1000)
+        ]
+        payload = orjson.dumps({"operations": operations})
+        started = time.perf_counter()
+        batch = client.post("/3.0/batches", content=payload).json()
+        status = wait_finished(client, batch["id"], time.monotonic() + 60, poll=0.002)
+        archive = httpx.get(status["response_body_url"], timeout=60)
+        archive.raise_for_status()
+        batch_seconds = time.perf_counter() - started
+
+        direct_seconds = asyncio.run(post_directly(server, list_id, 1000, 10))
+    ratio = direct_seconds / batch_seconds
+    return [
+        Figure(
+            "a. seed: 1,000 adds via one batch",
+            batch_seconds,
+            "s",
+            note=f"target <= 0.2 s and >= 10x direct; {ratio:.1f}x faster than direct",
+            details={"archive_bytes": len(archive.content)},
+        ),
+        Figure("a. same 1,000 POSTs over HTTP, 10 conns", direct_seconds, "s"),
+    ]
+
+
+async def post_directly(server: ServerProcess, list_id: str, count: int, connections: int) -> float:
+    auth = httpx.BasicAuth("bench", server.key)
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(base_url=server.base_url, auth=auth, limits=limits) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(count):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                response = await client.post(
+                    f"/3.0/lists/{list_id}/members",
+                    content=member_body(f"direct{i}@example.org"),
+                )
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return time.perf_counter() - started
+
+
+# --- b. upserts vs the floor ---------------------------------------------------------------
+
+
+def upserts(count: int, workdir: Path) -> list[Figure]:
+    services = open_services(Settings(data_dir=workdir / "upserts"))
+    first = ensure_first_key(services.database)
+    assert first is not None
+    with services.database.read() as conn:
+        account = accounts.account_for_key(conn, first.key)
+    assert account is not None
+    with services.database.write() as conn:
+        reply = invoke(
+            services.routes, conn, account, "POST", "/lists", {}, orjson.dumps(LIST_BODY),
+            api_root="http://127.0.0.1/3.0",
+        )  # fmt: skip
+    list_id = reply.body["id"]
+    operations = [
+        Operation(
+            "PUT",
+            f"/lists/{list_id}/members/{subscriber_hash(f'u{i}@example.org')}",
+            {},
+            orjson.dumps(
+                {"email_address": f"u{i}@example.org", "status_if_new": "subscribed"}
+            ).decode(),
+            f"op-{i}",
+        )
+        for i in range(count)
+    ]
+    with services.database.write() as conn:
+        batch_id = store.create_ingesting(conn, account.pk, "http://127.0.0.1/3.0")
+        for start in range(0, count, 5000):
+            store.insert_operations(conn, batch_id, start, operations[start : start + 5000])
+        store.publish(conn, batch_id, count)
+
+    engine = services.engine
+    steps = {Step.PREPROCESS: engine.preprocess, Step.WORK: engine.work}
+    started = time.perf_counter()
+    pending = [FollowUp(Step.PREPROCESS, batch_id)]
+    while pending:
+        follow_up = pending.pop()
+        if follow_up.step == Step.FINALIZE:
+            break
+        pending.extend(steps[follow_up.step](follow_up.target_id))
+    engine_seconds = time.perf_counter() - started
+    with services.database.read() as conn:
+        row = store.get_batch(conn, batch_id)
+    assert row is not None and row.finished_operations == count, row
+    engine_rate = count / engine_seconds
+
+    floor_rate = upsert_floor(services.settings.resolved_database_url, account.pk, list_id, count)
+    services.close()
+    ratio = engine_rate / floor_rate
+    return [
+        Figure(
+            "b. 100k upserts: batch engine",
+            engine_rate,
+            "ops/s",
+            note=f"{ratio:.2f}x the floor (target >= 0.5x)",
+        ),
+        Figure("b. floor: same SQL, same groups, sqlite3", floor_rate, "ops/s"),
+    ]
+
+
+def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -> float:
+    """The statements a PUT of a new member issues, in 500-op transactions, on sqlite3."""
+    path = database_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    dialect = sqlite_dialect.dialect()
+    list_sql, list_pos = _LIST_CONTEXT._sql(dialect)
+    member_sql, member_pos = _MEMBER_BY_HASH._sql(dialect)
+    insert_sql, insert_pos = _INSERT_MEMBER._sql(dialect)
+    assert list_pos and member_pos and insert_pos
+    result_sql = (
+        "INSERT INTO batch_results (batch_id, seq, page, status_code, operation_id, response) "
+        "VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    member_json = orjson.dumps({"email_type": "html", "merge_fields": {}, "tags": []}).decode()
+    batch_id = hex_id(10)
+    started = time.perf_counter()
+    for group_start in range(0, count, 500):
+        conn.execute("BEGIN IMMEDIATE")
+        rows = []
+        for i in range(group_start, min(group_start + 500, count)):
+            email = f"floor{i}@example.org"
+            hashed = subscriber_hash(email)
+            conn.execute("SAVEPOINT op")
+            list_params = {"list_id": list_id, "account_pk": account_pk}
+            list_pk = conn.execute(list_sql, [list_params[n] for n in list_pos]).fetchall()[0][0]
+            found = {"list_pk": list_pk, "h": hashed}
+            conn.execute(member_sql, [found[n] for n in member_pos]).fetchone()
+            values = {
+                "account_pk": account_pk, "list_pk": list_pk, "subscriber_hash": hashed,
+                "email_address": email, "unique_email_id": hex_id(10), "contact_id": hex_id(32),
+                "status": "subscribed", "data": member_json, "last_changed": now_iso(),
+            }  # fmt: skip
+            conn.execute(insert_sql, [values[n] for n in insert_pos]).fetchone()
+            conn.execute("RELEASE op")
+            rows.append((batch_id, i, 0, 200, f"op-{i}", member_json))
+        conn.executemany(result_sql, rows)
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return count / seconds
+
+
+# --- c/d/e. the million, the status endpoint, fairness -------------------------------------
+
+
+def million_body(path: Path, list_id: str, count: int) -> int:
+    with path.open("wb") as out:
+        out.write(b'{"operations":[')
+        for i in range(count):
+            if i:
+                out.write(b",")
+            email = f"m{i}@example.org"
+            out.write(
+                orjson.dumps(
+                    {
+                        "method": "PUT",
+                        "path": f"/lists/{list_id}/members/{subscriber_hash(email)}",
+                        "operation_id": f"m-{i}",
+                        "body": orjson.dumps(
+                            {
+                                "email_address": email,
+                                "status_if_new": "subscribed",
+                                "merge_fields": {"FNAME": "Ann", "LNAME": "Example"},
+                            }
+                        ).decode(),
+                    }  # fmt: skip
+                )
+            )
+        out.write(b"]}")
+    return path.stat().st_size
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                rss = self.process.memory_info().rss
+                rss += sum(child.memory_info().rss for child in self.process.children(True))
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def streamed(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            yield chunk
+
+
+def million(server: ServerProcess, workdir: Path, count: int) -> list[Figure]:
+    auth = httpx.BasicAuth("bench", server.key)
+    figures: list[Figure] = []
+    with httpx.Client(base_url=server.base_url, auth=auth, timeout=600) as client:
+        list_id = new_list(client)
+        body_path = workdir / "million.json"
+        size = million_body(body_path, list_id, count)
+        with RssSampler(server.pid) as rss:
+            started = time.perf_counter()
+            response = client.post("/3.0/batches", content=streamed(body_path))
+            response.raise_for_status()
+            ingest_seconds = time.perf_counter() - started
+            big = response.json()
+            time.sleep(1.0)  # let the large batch get going before the small one arrives
+            small_started = time.perf_counter()
+            small = client.post(
+                "/3.0/batches",
+                json={"operations": [
+                    {"method": "POST", "path": f"/lists/{list_id}/members",
+                     "body": member_body(f"small{i}@example.org")} for i in range(10)
+                ]},
+            ).json()  # fmt: skip
+            wait_finished(client, small["id"], time.monotonic() + 600, poll=0.01)
+            small_seconds = time.perf_counter() - small_started
+            big_status = client.get(f"/3.0/batches/{big['id']}").json()
+            status_figure = wrk_status(server, big["id"])
+            final = wait_finished(client, big["id"], time.monotonic() + 3600, poll=1.0)
+            run_seconds = time.perf_counter() - started
+    figures.append(
+        Figure(
+            "c. 1M-op body: ingest",
+            count / ingest_seconds,
+            "ops/s",
+            target=100_000,
+            note=f"{size / 2**20:.0f} MiB in {ingest_seconds:.1f} s",
+        )
+    )
+    figures.append(
+        Figure(
+            "c. 1M-op batch: server peak RSS",
+            rss.peak / 2**20,
+            "MiB",
+            note=f"target <= 300 MiB; submit to finished {run_seconds:.0f} s "
+            f"({count / run_seconds:,.0f} ops/s); {final['errored_operations']} errored",
+        )
+    )
+    if status_figure is not None:
+        figures.append(status_figure)
+    figures.append(
+        Figure(
+            "e. fairness: 10-op batch during the 1M",
+            small_seconds,
+            "s",
+            note=f"the 1M batch was {big_status['status']} at "
+            f"{big_status['finished_operations']:,} when the small one finished",
+        )
+    )
+    return figures
+
+
+def wrk_status(server: ServerProcess, batch_id: str) -> Figure | None:
+    exe = shutil.which("wrk")
+    if exe is None:
+        print("wrk is not installed (apt-get install -y wrk): skipping d.")
+        return None
+    import base64
+
+    token = base64.b64encode(f"bench:{server.key}".encode()).decode()
+    done = subprocess.run(
+        [exe, "-t2", "-c32", "-d10s", "--latency", "-H", f"Authorization: Basic {token}",
+         f"{server.base_url}/3.0/batches/{batch_id}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rate = next(
+        float(line.split()[1])
+        for line in done.stdout.splitlines()
+        if line.startswith("Requests/sec")
+    )
+    non_2xx = [line for line in done.stdout.splitlines() if "Non-2xx" in line]
+    return Figure(
+        "d. GET /3.0/batches/{id}, 32 conns (wrk)",
+        rate,
+        "req/s",
+        target=2_000,
+        note="while the 1M batch runs" + (f"; {non_2xx[0].strip()}" if non_2xx else ""),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upserts", type=int, default=100_000)
+    parser.add_argument("--million", type=int, default=1_000_000)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["seed", "upserts", "million"])
+    args = parser.parse_args()
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as temp:
+        workdir = Path(temp)
+        if "seed" not in args.skip:
+            with ServerProcess(workdir / "seed", port=free_port()) as server:
+                figures += seed(server)
+        if "upserts" not in args.skip:
+            figures += upserts(args.upserts, workdir)
+        if "million" not in args.skip:
+            with ServerProcess(workdir / "million", port=free_port()) as server:
+                figures += million(server, workdir, args.million)
+    print_table(figures)
+    path = write_json("batches", figures, vars(args))
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
