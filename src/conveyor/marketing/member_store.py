@@ -6,6 +6,7 @@ creating a member is one INSERT: the batch hot path (ARCHITECTURE.md, decision 3
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +122,27 @@ def load_list(conn: Connection, account_pk: int, list_id: str) -> ListContext:
     rows = _LIST_CONTEXT.all(conn, {"list_id": list_id, "account_pk": account_pk})
     if not rows:
         raise problems.not_found()
+    fields = tuple((tag, raw) for _pk, tag, raw in rows if tag is not None)
+    if all(isinstance(raw, str) for _tag, raw in fields):
+        defs = _parsed_merge_fields(fields)
+    else:
+        defs = _merge_field_defs(fields)
+    return ListContext(int(rows[0][0]), list_id, defs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_merge_fields(fields: tuple[tuple[str, str], ...]) -> tuple[MergeFieldDef, ...]:
+    # SQLite hands JSON back as text, and the same text parses to the same definitions: a
+    # list's merge fields are decoded once, not once for every member written.
+    return _merge_field_defs(fields)
+
+
+def _merge_field_defs(fields: tuple[tuple[str, Any], ...]) -> tuple[MergeFieldDef, ...]:
     defs: list[MergeFieldDef] = []
-    for _pk, tag, raw in rows:
-        if tag is None:
-            continue
+    for tag, raw in fields:
         data = load_json(raw)
         defs.append(MergeFieldDef(tag, data["type"], bool(data["required"]), data["default_value"]))
-    return ListContext(int(rows[0][0]), list_id, tuple(defs))
+    return tuple(defs)
 
 
 def member_key(raw: str) -> str:
