@@ -34,10 +34,13 @@ def cli_group() -> click.Group:
     return conveyor
 
 
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
     # The client reads CONVEYOR_URL / MAILCHIMP_API_KEY; a developer's own must not leak in.
-    clean = {"CONVEYOR_URL": None, "MAILCHIMP_API_KEY": None, **(env or {})}
-    return CliRunner().invoke(cli_group(), list(args), env=clean, catch_exceptions=False)
+    clean: dict[str, str | None] = {"CONVEYOR_URL": None, "MAILCHIMP_API_KEY": None}
+    clean.update(env or {})
+    return CliRunner().invoke(
+        cli_group(), list(args), env=clean, input=input, catch_exceptions=False
+    )
 
 
 def mailchimp_style_archive(files: Sequence[Sequence[dict[str, Any]]]) -> bytes:

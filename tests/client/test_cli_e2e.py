@@ -174,6 +174,10 @@ def test_submit_json_and_jsonl_then_status_list_results_cancel(live: Live, tmp_p
     second_id = second.stdout.strip()
     assert f"conveyor batch results {second_id} --failed-only" in second.stderr
 
+    piped = invoke("batch", "submit", "-", "--wait", env=live.env, input=as_jsonl.read_text())
+    assert piped.exit_code == 0, piped.output
+    assert "2 operations, 1 succeeded, 1 errored" in piped.stderr
+
     status = invoke("batch", "status", second_id, env=live.env)
     assert re.search(r"status\s+finished", status.stdout)
     assert re.search(r"errored_operations\s+1", status.stdout)

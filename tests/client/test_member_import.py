@@ -102,3 +102,16 @@ def test_repeated_or_empty_ids_are_refused_before_sending(tmp_path: Path) -> Non
 
 def test_default_results_path() -> None:
     assert default_results_path(Path("/d/members.csv")) == Path("/d/members.results.csv")
+
+
+def test_encodings(tmp_path: Path) -> None:
+    source = tmp_path / "latin.csv"
+    source.write_bytes("email,FNAME\nzoe@example.org,Zoé\n".encode("cp1252"))
+    # Refused at once: the reader decodes ahead, so the header line already fails.
+    with pytest.raises(ImportFileError, match="not utf-8-sig text"):
+        MemberImport(source, list_id="L1")
+    with MemberImport(source, list_id="L1", encoding="cp1252") as job:
+        (operation,) = job.operations()
+    assert json.loads(operation["body"])["merge_fields"] == {"FNAME": "Zoé"}
+    with pytest.raises(ImportFileError, match="unknown encoding"):
+        MemberImport(source, list_id="L1", encoding="klingon")

@@ -446,6 +446,12 @@ def _finish_import(
     help="Results CSV path [default: <input>.results.csv beside the input]",
 )
 @click.option("--delimiter", default=",", show_default=True, help="The CSV's field separator")
+@click.option(
+    "--encoding",
+    default="utf-8-sig",
+    show_default=True,
+    help="The CSV's text encoding (cp1252 for many Excel exports)",
+)
 @wait_options
 @connection_options
 def members_import(
@@ -455,6 +461,7 @@ def members_import(
     wait: bool,
     out: Path | None,
     delimiter: str,
+    encoding: str,
     timeout: float,
     url: str | None,
     api_key: str | None,
@@ -472,7 +479,11 @@ def members_import(
         _reported(),
         _client(url, api_key) as client,
         MemberImport(
-            csv_file, list_id=list_id, status_if_new=status_if_new, delimiter=delimiter
+            csv_file,
+            list_id=list_id,
+            status_if_new=status_if_new,
+            delimiter=delimiter,
+            encoding=encoding,
         ) as job,
     ):
         if job.columns.ignored:
@@ -502,6 +513,12 @@ def members_import(
     help="Results CSV path [default: <input>.results.csv beside the input]",
 )
 @click.option("--delimiter", default=",", show_default=True, help="The CSV's field separator")
+@click.option(
+    "--encoding",
+    default="utf-8-sig",
+    show_default=True,
+    help="The CSV's text encoding (cp1252 for many Excel exports)",
+)
 @wait_options
 @connection_options
 def members_results(
@@ -509,6 +526,7 @@ def members_results(
     batch_id: str,
     out: Path | None,
     delimiter: str,
+    encoding: str,
     timeout: float,
     url: str | None,
     api_key: str | None,
@@ -517,7 +535,7 @@ def members_results(
     with (
         _reported(),
         _client(url, api_key) as client,
-        MemberImport(csv_file, delimiter=delimiter) as job,
+        MemberImport(csv_file, delimiter=delimiter, encoding=encoding) as job,
     ):
         job.record_rows()
         _finish_import(client, job, batch_id, out or default_results_path(csv_file), timeout)

@@ -83,11 +83,13 @@ class MemberImport:
         list_id: str | None = None,
         status_if_new: str = "subscribed",
         delimiter: str = ",",
+        encoding: str = "utf-8-sig",
     ) -> None:
         self.csv_path = csv_path
         self.list_id = list_id
         self.status_if_new = status_if_new
         self.delimiter = delimiter
+        self.encoding = encoding
         self.rows = 0
         self.skipped = 0
         # "" opens a private temporary database that SQLite keeps on disk once it grows.
@@ -117,14 +119,26 @@ class MemberImport:
         self.close()
 
     def _open(self) -> Any:
-        # utf-8-sig: spreadsheets save a byte-order mark that would otherwise glue itself to
-        # the first header name and hide the email column.
-        return self.csv_path.open(newline="", encoding="utf-8-sig")
+        # The default utf-8-sig also reads plain UTF-8; spreadsheets save a byte-order mark
+        # that would otherwise glue itself to the first header name and hide the email column.
+        try:
+            return self.csv_path.open(newline="", encoding=self.encoding)
+        except LookupError:
+            raise ImportFileError(f"unknown encoding {self.encoding!r}") from None
+
+    def _not_decodable(self, exc: UnicodeDecodeError) -> ImportFileError:
+        return ImportFileError(
+            f"{self.csv_path} is not {self.encoding} text ({exc.reason}); "
+            "give its encoding, e.g. --encoding cp1252"
+        )
 
     def _read_columns(self) -> ImportColumns:
         with self._open() as handle:
             reader = csv.reader(handle, delimiter=self.delimiter)
-            header = next(reader, None)
+            try:
+                header = next(reader, None)
+            except UnicodeDecodeError as exc:
+                raise self._not_decodable(exc) from None
         if not header:
             raise ImportFileError(f"{self.csv_path} is empty: it needs a header line")
         return detect_columns(header)
@@ -137,6 +151,12 @@ class MemberImport:
         :class:`ImportFileError` before anything is sent, since its results could not be told
         apart.
         """
+        try:
+            yield from self._operations()
+        except UnicodeDecodeError as exc:
+            raise self._not_decodable(exc) from None
+
+    def _operations(self) -> Iterator[Operation]:
         self._db.execute("DELETE FROM rows")
         self.rows = self.skipped = 0
         columns = self.columns
