@@ -60,10 +60,39 @@ class Call:
                 [problems.FieldError("", "The request body must be a JSON object.")],
                 "The resource submitted could not be validated: the body must be an object.",
             )
+        # NUL can only arrive escaped (`\\u0000`): one substring scan in the common case.
+        if _may_hold_nul(self.body):
+            _reject_nul(value)
         return value
 
     def link_root(self) -> str:
         return self.api_root
+
+
+def _may_hold_nul(body: bytes | str) -> bool:
+    if isinstance(body, bytes):
+        return b"\\u0000" in body
+    return "\\u0000" in body
+
+
+def _reject_nul(value: Any) -> None:
+    """Refuse NUL characters anywhere in a body: PostgreSQL cannot store them in text, and
+    accepting them only on SQLite would make the two databases disagree. Iterative: bodies
+    may nest as deep as the parser allows, deeper than Python's recursion limit."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise problems.invalid_resource(
+                    [problems.FieldError(where, "This value must not contain NUL characters.")]
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{where}.{key}" if where else str(key)
+                stack += [(name, key), (name, child)]
+        elif isinstance(item, list):
+            stack += [(f"{where}.{i}" if where else str(i), child) for i, child in enumerate(item)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +138,8 @@ class RouteTable:
                     self.add(method, route.pattern, handler)
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        if "\x00" in path:  # no id holds one, and PostgreSQL refuses it as a parameter
+            raise problems.not_found()
         parts = [s for s in path.strip("/").split("/") if s]
         best: _Route | None = None
         best_params: dict[str, str] = {}

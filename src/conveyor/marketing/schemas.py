@@ -7,7 +7,7 @@ is not a number.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,10 @@ MergeType = Literal[
     "birthday",
     "zip",
 ]
+
+
+# A tag name as the `tags` table holds it.
+TagName = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class Body(BaseModel):
@@ -107,7 +111,7 @@ class MemberFields(Body):
 class MemberCreate(MemberFields):
     email_address: str = Field(max_length=1000)
     status: MemberStatus
-    tags: list[str] | None = Field(default=None, max_length=500)
+    tags: list[TagName] | None = Field(default=None, max_length=500)
 
 
 class MemberUpsert(MemberFields):
@@ -125,7 +129,7 @@ class BatchMember(MemberFields):
     email_address: str = Field(max_length=1000)
     status: MemberStatus | None = None
     status_if_new: MemberStatus | None = None
-    tags: list[str] | None = Field(default=None, max_length=500)
+    tags: list[TagName] | None = Field(default=None, max_length=500)
 
 
 class BatchSubscribe(Body):
@@ -135,7 +139,7 @@ class BatchSubscribe(Body):
 
 
 class TagChange(Body):
-    name: str = Field(min_length=1, max_length=100)
+    name: TagName
     status: Literal["active", "inactive"]
 
 
