@@ -125,6 +125,7 @@ def api(**flags: Any) -> None:
 def worker(processes: int, threads: int, queues: str, prometheus_port: int, **flags: Any) -> None:
     """Run Dramatiq worker processes for batches and webhook deliveries."""
     import os
+    import shutil
 
     from conveyor.runtime.bootstrap import open_services
     from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
@@ -139,7 +140,20 @@ def worker(processes: int, threads: int, queues: str, prometheus_port: int, **fl
             env[f"CONVEYOR_{name.upper()}"] = str(value)
     env["CONVEYOR_DATA_DIR"] = str(settings.data_dir)
     env["dramatiq_prom_port"] = str(prometheus_port)
-    env["dramatiq_prom_host"] = "127.0.0.1"
+    env.setdefault("dramatiq_prom_host", "127.0.0.1")  # 0.0.0.0 for a scraper elsewhere
+    # A chunk message runs for seconds: a worker that prefetched more messages than it has
+    # threads would sit on work that another worker's idle threads could run (Dramatiq's
+    # default is twice the threads), and a SIGKILL would strand those too.
+    env.setdefault("dramatiq_queue_prefetch", str(threads))
+    if "dramatiq_prom_db" not in env:
+        # Dramatiq keeps Prometheus' multiprocess files in one folder per machine
+        # (/tmp/dramatiq-prometheus): two workers on one host reported each other's metrics,
+        # and the in-progress gauge of a SIGKILLed process counted forever. One folder per
+        # exporter port, emptied at start: every process of this worker is new.
+        metrics_dir = (settings.data_dir / "prometheus" / str(prometheus_port)).resolve()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["dramatiq_prom_db"] = str(metrics_dir)
     selected = {"all": [QUEUE, WEBHOOK_QUEUE], "batches": [QUEUE], "webhooks": [WEBHOOK_QUEUE]}
     command = [
         sys.executable, "-m", "dramatiq", "conveyor.runtime.worker_entry",
@@ -265,6 +279,15 @@ def keys_revoke(key: str, **flags: Any) -> None:
     if not revoked:
         raise click.ClickException("no such active key")
     click.echo("revoked", err=True)
+
+
+def _register_client_commands() -> None:
+    from conveyor.client.cli import register
+
+    register(main)
+
+
+_register_client_commands()
 
 
 def _configure_logging(level: str) -> None:
