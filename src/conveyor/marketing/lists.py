@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, func, select
 from conveyor.domain import problems
 from conveyor.domain.ids import hex_id, now_iso
 from conveyor.marketing.common import link, paging, schema_url, validate
+from conveyor.marketing.member_store import forget_lists
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import ListCreate, ListPatch
 from conveyor.storage.tables import lists, members, merge_fields, tags
@@ -166,6 +167,7 @@ def update_list(call: Call) -> Reply:
 @routes.route("DELETE", "/lists/{list_id}")
 def delete_list(call: Call) -> Reply:
     ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
+    forget_lists(call.conn)
     # Children first: foreign-key cascades are not enabled on every SQLite connection.
     call.conn.execute(members.delete().where(members.c.list_pk == ref.pk))
     call.conn.execute(merge_fields.delete().where(merge_fields.c.list_pk == ref.pk))

@@ -7,10 +7,12 @@ creating a member is one INSERT: the batch hot path (ARCHITECTURE.md, decision 3
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy.engine import RootTransaction
 
 from conveyor.domain import problems
 from conveyor.domain.email import is_plausible_email
@@ -119,6 +121,59 @@ _MEMBER_FIELD_NAMES = set(MemberFields.model_fields)
 
 
 def load_list(conn: Connection, account_pk: int, list_id: str) -> ListContext:
+    """The caller's list and its merge fields, or 404.
+
+    Remembered for the rest of the caller's transaction (a batch group runs hundreds of
+    operations on one list), until something in it changes a list's merge fields or deletes
+    a list (`forget_lists`); from then on, to the end of the transaction, read every time.
+    """
+    cache = _list_cache(conn)
+    if cache is None or cache.off:
+        return _read_list(conn, account_pk, list_id)
+    key = (account_pk, list_id)
+    ctx = cache.lists.get(key)
+    if ctx is None:
+        ctx = cache.lists[key] = _read_list(conn, account_pk, list_id)
+    return ctx
+
+
+def forget_lists(conn: Connection) -> None:
+    """A list's merge fields changed, or a list went: stop remembering lists in this
+    transaction. For good, not just until the next read: a savepoint rolled back later could
+    otherwise leave remembered a state that the database no longer has."""
+    cache = _list_cache(conn)
+    if cache is not None:
+        cache.off = True
+        cache.lists.clear()
+
+
+@dataclass(slots=True)
+class _ListCache:
+    transaction: weakref.ref[RootTransaction]
+    lists: dict[tuple[int, str], ListContext]
+    off: bool = False
+
+
+_LIST_CACHE = "conveyor.list_contexts"
+
+
+def _list_cache(conn: Connection) -> _ListCache | None:
+    """The cache of the connection's current transaction; None outside one.
+
+    Kept in the DBAPI connection's `info` and tied to the transaction by a weak reference, so
+    the next transaction on the same pooled connection starts with an empty one.
+    """
+    transaction = conn.get_transaction()
+    if transaction is None:
+        return None
+    cache = conn.info.get(_LIST_CACHE)
+    if cache is None or cache.transaction() is not transaction:
+        cache = _ListCache(weakref.ref(transaction), {})
+        conn.info[_LIST_CACHE] = cache
+    return cache
+
+
+def _read_list(conn: Connection, account_pk: int, list_id: str) -> ListContext:
     rows = _LIST_CONTEXT.all(conn, {"list_id": list_id, "account_pk": account_pk})
     if not rows:
         raise problems.not_found()

@@ -11,6 +11,7 @@ from conveyor.domain import problems
 from conveyor.domain.problems import FieldError
 from conveyor.marketing.common import link, paging, schema_url, validate
 from conveyor.marketing.lists import find_list
+from conveyor.marketing.member_store import forget_lists
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import MergeFieldCreate, MergeFieldPatch
 from conveyor.storage.tables import lists, merge_fields
@@ -80,6 +81,7 @@ def create_merge_field(call: Call) -> Reply:
     data = body.model_dump(exclude={"tag"}, exclude_none=True)
     data.setdefault("display_order", merge_id + 1)
     data["options"] = body.options.model_dump(exclude_none=True) if body.options else {}
+    forget_lists(call.conn)
     call.conn.execute(
         merge_fields.insert().values(list_pk=ref.pk, merge_id=merge_id, tag=tag, data=data)
     )
@@ -112,6 +114,7 @@ def update_merge_field(call: Call) -> Reply:
     if "options" in changes:
         changes["options"] = {**data.get("options", {}), **changes["options"]}
     data.update(changes)
+    forget_lists(call.conn)
     call.conn.execute(
         merge_fields.update()
         .where(and_(merge_fields.c.list_pk == ref.pk, merge_fields.c.merge_id == merge_id))
@@ -125,6 +128,7 @@ def delete_merge_field(call: Call) -> Reply:
     ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
     merge_id = _merge_id(call)
     _row(call, ref.pk, merge_id)
+    forget_lists(call.conn)
     call.conn.execute(
         merge_fields.delete().where(
             and_(merge_fields.c.list_pk == ref.pk, merge_fields.c.merge_id == merge_id)
