@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from dramatiq import Broker
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from conveyor.runtime.actors import Dispatcher, declare_actors
 from conveyor.runtime.bootstrap import Services
@@ -40,6 +41,14 @@ class Lease:
     holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def acquire(self) -> bool:
+        try:
+            return self._acquire()
+        except IntegrityError:
+            # Another process created the lease row at the same moment (no row existed to
+            # lock): its insert won, so it holds the lease.
+            return False
+
+    def _acquire(self) -> bool:
         now = time.time()
         value = f"{self.holder}|{now + self.seconds}"
         with self.database.write() as conn:
