@@ -19,8 +19,16 @@ from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger("conveyor.runtime")
 
-# A chunk may take a while on a slow database; Dramatiq's default limit is 10 minutes.
-TIME_LIMIT_MS = 60 * 60 * 1000
+# RabbitMQ closes a consumer's channel when a delivery stays unacknowledged past its
+# `consumer_timeout` (30 minutes by default), requeueing everything unacknowledged on it. So a
+# message is never processed for that long (a chunk takes seconds; Dramatiq's default limit is
+# 10 minutes, raised for a slow database) ...
+TIME_LIMIT_MS = 20 * 60 * 1000
+# ... nor parked that long: Dramatiq holds a delayed message unacknowledged in the worker until
+# its eta (dramatiq#827), and webhook retries back off past 30 minutes. Work due later than this
+# is not sent at all: its row stays queued with its due time, and the scheduler's sweep sends
+# it once due (ARCHITECTURE.md decision 1).
+MAX_DELAY_SECONDS = 10 * 60
 
 
 @dataclass
@@ -33,6 +41,11 @@ class Dispatcher:
     def send(self, follow_ups: Iterable[FollowUp]) -> None:
         for follow_up in follow_ups:
             actor = self.actors[follow_up.step]
+            if follow_up.delay_seconds > MAX_DELAY_SECONDS:
+                log.debug(
+                    "%s %s is due later: the sweep sends it", follow_up.step, follow_up.target_id
+                )
+                continue
             if follow_up.delay_seconds > 0:
                 delay_ms = int(follow_up.delay_seconds * 1000)
                 actor.send_with_options(args=(follow_up.target_id,), delay=delay_ms)
