@@ -116,15 +116,16 @@ def test_delete_mid_run_stops_the_batch_and_removes_everything(stack: Stack) -> 
         list_id = create_list(client)
         operations = member_posts(list_id, 300)
         batch = submit(client, operations)
-        assert hold.reached.wait(timeout=30), "no chunk finished"
-
-        running = get_batch(client, batch["id"])
-        assert running["status"] == "started"
-        assert 0 < running["finished_operations"] < len(operations)
-        response = client.delete(f"/3.0/batches/{batch['id']}")
-        assert response.status_code == 204, response.text
-        members_at_delete = len(list_members(client, list_id))
-        hold.released.set()
+        try:
+            assert hold.reached.wait(timeout=30), "no chunk finished"
+            running = get_batch(client, batch["id"])
+            assert running["status"] == "started"
+            assert 0 < running["finished_operations"] < len(operations)
+            response = client.delete(f"/3.0/batches/{batch['id']}")
+            assert response.status_code == 204, response.text
+            members_at_delete = len(list_members(client, list_id))
+        finally:
+            hold.released.set()
         stack.join()
 
         assert 0 < members_at_delete < len(operations)
