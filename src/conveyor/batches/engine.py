@@ -110,11 +110,11 @@ class BatchEngine:
             _, claimable = store.chunk_progress(conn, batch_id)
         return claimable > 0
 
-    def _after_chunk(self, batch_id: str) -> list[FollowUp]:
+    def _after_chunk(self, batch_id: str, workers: int = 1) -> list[FollowUp]:
         with self.database.write() as conn:
             remaining, claimable = store.chunk_progress(conn, batch_id)
             if remaining:
-                return [FollowUp(Step.WORK, batch_id)] if claimable else []
+                return [FollowUp(Step.WORK, batch_id)] * min(claimable, workers)
             moved = store.move_status(
                 conn, batch_id, BatchStatus.STARTED.value, BatchStatus.FINALIZING.value
             )
@@ -199,7 +199,10 @@ class BatchEngine:
             if status in (BatchStatus.PENDING.value, BatchStatus.PREPROCESSING.value):
                 follow_ups.append(FollowUp(Step.PREPROCESS, batch_id))
             elif status == BatchStatus.STARTED.value:
-                follow_ups.extend(self._after_chunk(batch_id))
+                # As many workers as preprocess gave the batch: one message would leave it on
+                # a single worker for the rest of its run after every restart.
+                workers = self.settings.worker_threads
+                follow_ups.extend(self._after_chunk(batch_id, workers=workers))
             elif status == BatchStatus.FINALIZING.value:
                 follow_ups.append(FollowUp(Step.FINALIZE, batch_id))
         return follow_ups
