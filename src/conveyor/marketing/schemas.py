@@ -41,8 +41,9 @@ class Contact(Body):
     address1: str = Field(max_length=500)
     address2: str = Field(default="", max_length=500)
     city: str = Field(max_length=500)
-    state: str = Field(max_length=500)
-    zip: str = Field(max_length=500)
+    # Optional in the spec's POST /lists (company, address1, city and country are required).
+    state: str = Field(default="", max_length=500)
+    zip: str = Field(default="", max_length=500)
     country: str = Field(max_length=500)
     phone: str = Field(default="", max_length=500)
 
