@@ -183,3 +183,10 @@ def test_delete_list_removes_it_and_its_members(
     assert_problem(api.client.delete(f"/3.0/lists/{list_id}"), 404)
     state = account_state(services, api.account_id)  # type: ignore[arg-type]
     assert state == {"lists": [], "members": [], "merge_fields": [], "tags": []}
+
+
+def test_contact_state_and_zip_are_optional(api: ApiUser) -> None:
+    """The spec's POST /lists requires only company, address1, city and country."""
+    contact = {k: v for k, v in LIST_BODY["contact"].items() if k not in ("state", "zip")}  # type: ignore[attr-defined]
+    body = create_list(api, contact=contact)
+    assert (body["contact"]["state"], body["contact"]["zip"]) == ("", "")
