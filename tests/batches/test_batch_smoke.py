@@ -37,6 +37,4 @@ def test_batch_runs_to_finished_archive(batch_api: ApiUser, runtime: EmbeddedRun
     assert download.status_code == 200
     results = list(iter_archive(io.BytesIO(download.content)))
     assert len(results) == 51
-    assert sorted(r.operation_id or "" for r in results)[1:] == sorted(
-        f"op-{i}" for i in range(50)
-    )
+    assert sorted(r.operation_id or "" for r in results)[1:] == sorted(f"op-{i}" for i in range(50))
