@@ -82,28 +82,43 @@ class BatchEngine:
             account = Account(*store.account_of_batch(conn, batch.account_pk)) if batch else None
         if claim is None or batch is None or account is None:
             return self._after_chunk(batch_id)
-        for group in plan_groups(claim.next_seq, claim.stop_seq, settings.group_size):
-            with self.database.writer.connect() as conn:
-                transaction = conn.begin()
-                try:
-                    outcome = run_group(
-                        conn, self.routes, account, claim, group.start, group.stop,
-                        api_root=batch.api_root, page_size=settings.page_size,
-                        lease_seconds=settings.lease_seconds,
-                    )  # fmt: skip
-                except BaseException:
-                    transaction.rollback()
-                    raise
-                if not outcome.committed:
-                    transaction.rollback()
-                    log.info("batch %s chunk %s: claim lost, stopping", batch_id, claim.seq)
-                    return []
-                transaction.commit()
+        try:
+            for group in plan_groups(claim.next_seq, claim.stop_seq, settings.group_size):
+                with self.database.writer.connect() as conn:
+                    transaction = conn.begin()
+                    try:
+                        outcome = run_group(
+                            conn, self.routes, account, claim, group.start, group.stop,
+                            api_root=batch.api_root, page_size=settings.page_size,
+                            lease_seconds=settings.lease_seconds,
+                        )  # fmt: skip
+                    except BaseException:
+                        transaction.rollback()
+                        raise
+                    if not outcome.committed:
+                        transaction.rollback()
+                        log.info("batch %s chunk %s: claim lost, stopping", batch_id, claim.seq)
+                        return []
+                    transaction.commit()
+        except BaseException:
+            # The failed group rolled back whole; hand the chunk back now, so the broker's
+            # retry resumes it from the last commit instead of waiting out the lease (and
+            # then a sweep) with the batch stuck in `started`.
+            self._release(claim)
+            raise
         return (
             [FollowUp(Step.WORK, batch_id)]
             if self._has_more(batch_id)
             else (self._after_chunk(batch_id))
         )
+
+    def _release(self, claim: store.Claim) -> None:
+        try:
+            with self.database.write() as conn:
+                store.release_claim(conn, claim)
+        except Exception:
+            # The lease expires on its own; the original error is the one to report.
+            log.exception("batch %s chunk %s: could not release", claim.batch_id, claim.seq)
 
     def _has_more(self, batch_id: str) -> bool:
         with self.database.read() as conn:

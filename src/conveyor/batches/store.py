@@ -311,6 +311,23 @@ def advance_chunk(
     return result.rowcount == 1
 
 
+def release_claim(conn: Connection, claim: Claim) -> bool:
+    """Make a chunk claimable at once, if this claim still holds it."""
+    result = conn.execute(
+        update(batch_chunks)
+        .where(
+            and_(
+                batch_chunks.c.batch_id == claim.batch_id,
+                batch_chunks.c.seq == claim.seq,
+                batch_chunks.c.lease_token == claim.token,
+                batch_chunks.c.state == RUNNING,
+            )
+        )
+        .values(lease_until=0.0)
+    )
+    return bool(result.rowcount)
+
+
 def load_operations(conn: Connection, batch_id: str, start: int, stop: int) -> list[Any]:
     return list(
         conn.execute(

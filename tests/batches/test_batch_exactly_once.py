@@ -1,0 +1,216 @@
+"""Exactly-once execution: failed groups, competing claims, restarts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from conveyor.batches import store
+from conveyor.batches.engine import FollowUp, Step
+from conveyor.domain.operations import Operation
+from conveyor.runtime.bootstrap import Services
+from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
+from conveyor.storage.tables import batch_chunks
+from tests.batches.support import (
+    NO_ROWS,
+    assert_counters_match,
+    batch_rows,
+    claim,
+    create_list,
+    drive,
+    fetch_archive,
+    get_batch,
+    list_members,
+    member_posts,
+    response_of,
+    run_claimed_group,
+    set_chunk_lease,
+    submit,
+)
+from tests.conftest import ApiUser
+
+
+def _assert_each_once(
+    client: Any, batch_id: str, list_id: str, operations: list[dict[str, Any]]
+) -> None:
+    """One result per operation, every one a success, every member stored exactly once."""
+    done = get_batch(client, batch_id)
+    assert done["status"] == "finished"
+    archive = fetch_archive(client, done)
+    assert_counters_match(done, archive)
+    ids = Counter(result["operation_id"] for result in archive.results)
+    assert ids == Counter(op["operation_id"] for op in operations)
+    # A re-run of an applied operation would say "Member Exists": none may.
+    assert {result["status_code"] for result in archive.results} == {200}, [
+        response_of(r) for r in archive.results if r["status_code"] != 200
+    ][:3]
+    emails = Counter(member["email_address"] for member in list_members(client, list_id))
+    assert emails == Counter(f"user{i}@example.org" for i in range(len(operations)))
+
+
+def test_a_failed_group_is_retried_without_double_effects(
+    batch_api: ApiUser,
+    runtime: EmbeddedRuntime,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second group's transaction dies at its last statement; the runtime retries it."""
+    client = batch_api.client
+    list_id = create_list(client)
+    record_results = store.record_results
+    calls = {"n": 0}
+
+    def crash_once(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            # Its operations' effects are already written in the open transaction.
+            raise RuntimeError("simulated crash before commit")
+        record_results(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_results", crash_once)
+    operations = member_posts(list_id, 45)  # chunks of 20, 20, 5: groups 7+7+6, 7+7+6, 5
+    batch = submit(client, operations)
+    runtime.join()
+    assert calls["n"] == 7 + 1  # every group once, and the one that failed again
+    _assert_each_once(client, batch["id"], list_id, operations)
+
+
+def test_a_failing_group_does_not_wait_for_its_lease(
+    api: ApiUser, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed group the chunk can be claimed at once, not after `lease_seconds`."""
+    client = api.client
+    list_id = create_list(client)
+    operations = member_posts(list_id, 10)
+    batch = submit(client, operations)
+    engine = services.engine
+    assert engine.preprocess(batch["id"]) == [FollowUp(Step.WORK, batch["id"])]
+    record_results = store.record_results
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("simulated crash before commit")
+
+    monkeypatch.setattr(store, "record_results", crash)
+    with pytest.raises(RuntimeError):
+        engine.work(batch["id"])
+    monkeypatch.setattr(store, "record_results", record_results)
+    # What the broker's retry runs: it finds the chunk claimable and finishes it.
+    drive(services, batch["id"], first=[FollowUp(Step.WORK, batch["id"])])
+    _assert_each_once(client, batch["id"], list_id, operations)
+
+
+def test_two_claims_of_one_chunk_only_one_commits(api: ApiUser, services: Services) -> None:
+    client = api.client
+    list_id = create_list(client)
+    operations = member_posts(list_id, 10)  # one chunk, two groups (7 + 3)
+    batch = submit(client, operations)
+    batch_id = batch["id"]
+    services.engine.preprocess(batch_id)
+
+    first = claim(services, batch_id)
+    assert first is not None and (first.next_seq, first.stop_seq) == (0, 10)
+    assert claim(services, batch_id) is None  # held: nobody else gets it
+    # The first holder commits one group, then stalls past its lease.
+    assert run_claimed_group(services, first, 0, 7)
+    set_chunk_lease(services, batch_id, time.time() - 1)
+    second = claim(services, batch_id)
+    assert second is not None
+    assert (second.seq, second.next_seq) == (first.seq, 7)  # resumes after the commit
+    assert second.token != first.token
+
+    # Both run the rest; the stale holder loses, whichever goes first.
+    assert not run_claimed_group(services, first, 7, 10)
+    assert run_claimed_group(services, second, 7, 10)
+    assert not run_claimed_group(services, first, 7, 10)
+    assert not run_claimed_group(services, second, 7, 10)  # its cursor moved on
+
+    with services.database.read() as conn:
+        chunk = conn.execute(batch_chunks.select().where(batch_chunks.c.batch_id == batch_id)).one()
+    assert (chunk.state, chunk.next_seq, chunk.attempts) == ("done", 10, 2)
+    drive(services, batch_id, first=[FollowUp(Step.WORK, batch_id)])
+    _assert_each_once(client, batch_id, list_id, operations)
+
+
+def test_a_stale_claim_cannot_commit_its_first_group(api: ApiUser, services: Services) -> None:
+    client = api.client
+    list_id = create_list(client)
+    operations = member_posts(list_id, 10)
+    batch = submit(client, operations)
+    batch_id = batch["id"]
+    services.engine.preprocess(batch_id)
+    first = claim(services, batch_id)
+    assert first is not None
+    set_chunk_lease(services, batch_id, time.time() - 1)
+    second = claim(services, batch_id)
+    assert second is not None
+    assert not run_claimed_group(services, first, 0, 7)
+    assert run_claimed_group(services, second, 0, 7)
+    assert run_claimed_group(services, second, 7, 10)
+    drive(services, batch_id, first=[FollowUp(Step.WORK, batch_id)])
+    _assert_each_once(client, batch_id, list_id, operations)
+
+
+def test_a_deleted_batch_claim_cannot_commit(api: ApiUser, services: Services) -> None:
+    client = api.client
+    list_id = create_list(client)
+    batch = submit(client, member_posts(list_id, 10))
+    services.engine.preprocess(batch["id"])
+    held = claim(services, batch["id"])
+    assert held is not None
+    assert client.delete(f"/3.0/batches/{batch['id']}").status_code == 204
+    assert not run_claimed_group(services, held, 0, 7)
+    assert list_members(client, list_id) == []
+    assert batch_rows(services, batch["id"]) == NO_ROWS
+
+
+# --- restart ---------------------------------------------------------------------------------
+
+
+def test_restart_resumes_every_unfinished_batch(api: ApiUser, services: Services) -> None:
+    """Batches left in each state by a dead process all finish, each operation once."""
+    client = api.client
+    list_id = create_list(client)
+    engine = services.engine
+
+    half_done_ops = member_posts(list_id, 50, prefix="user")
+    half_done = submit(client, half_done_ops)["id"]  # 3 chunks: 20, 20, 10
+    engine.preprocess(half_done)
+    assert engine.work(half_done) == [FollowUp(Step.WORK, half_done)]  # chunk 0 done
+    running = claim(services, half_done)  # chunk 1: one group committed, then the crash
+    assert running is not None and running.seq == 1
+    assert run_claimed_group(services, running, 20, 27)
+    assert get_batch(client, half_done)["status"] == "started"
+
+    pending_list = create_list(client)
+    pending_ops = member_posts(pending_list, 5)
+    pending = submit(client, pending_ops)["id"]
+
+    finalizing_list = create_list(client)
+    finalizing_ops = member_posts(finalizing_list, 5)
+    finalizing = submit(client, finalizing_ops)["id"]
+    engine.preprocess(finalizing)
+    # It moves to finalizing; the FINALIZE message it asks for is lost.
+    assert engine.work(finalizing) == [FollowUp(Step.FINALIZE, finalizing)]
+    assert get_batch(client, finalizing)["status"] == "finalizing"
+
+    # An upload that was cut off by the crash: rows exist, the batch never became visible.
+    with services.database.write() as conn:
+        owner = store.get_batch(conn, half_done)
+        assert owner is not None
+        partial = store.create_ingesting(conn, owner.account_pk, "http://testserver/3.0")
+        store.insert_operations(conn, partial, 0, [Operation("GET", "lists", {}, None, None)])
+
+    restarted = embedded_runtime(services)
+    restarted.start()
+    try:
+        restarted.join()
+    finally:
+        restarted.stop()
+
+    _assert_each_once(client, half_done, list_id, half_done_ops)
+    _assert_each_once(client, pending, pending_list, pending_ops)
+    _assert_each_once(client, finalizing, finalizing_list, finalizing_ops)
+    assert batch_rows(services, partial) == NO_ROWS
