@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from conveyor.batches import engine as engine_module
 from conveyor.batches import store
 from conveyor.batches.engine import FollowUp, Step
+from conveyor.domain.archive import ResultRecord
 from conveyor.domain.operations import Operation
 from conveyor.runtime.bootstrap import Services
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
-from conveyor.storage.tables import batch_chunks
+from conveyor.storage.tables import batch_chunks, batches
 from tests.batches.support import (
     NO_ROWS,
     assert_counters_match,
@@ -214,3 +218,75 @@ def test_restart_resumes_every_unfinished_batch(api: ApiUser, services: Services
     _assert_each_once(client, pending, pending_list, pending_ops)
     _assert_each_once(client, finalizing, finalizing_list, finalizing_ops)
     assert batch_rows(services, partial) == NO_ROWS
+
+
+# --- finalize ----------------------------------------------------------------------------------
+
+
+def test_a_duplicate_finalize_keeps_the_archive(
+    api: ApiUser, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two finalizers of one batch (the sweep re-sent a slow one's message): one archive,
+    complete, still there after both are done."""
+    client = api.client
+    batch_id = submit(client, [{"method": "GET", "path": "lists", "operation_id": "x"}] * 30)["id"]
+    engine = services.engine
+    engine.preprocess(batch_id)
+    while (follow_ups := engine.work(batch_id)) and follow_ups[0].step is Step.WORK:
+        pass
+    assert follow_ups == [FollowUp(Step.FINALIZE, batch_id)]
+
+    started = threading.Event()
+    go_on = threading.Event()
+    write_archive = engine_module.write_archive
+
+    def slow_first(*args: Any, **kwargs: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            assert go_on.wait(timeout=30)
+        return write_archive(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "write_archive", slow_first)
+    slow = threading.Thread(target=engine.finalize, args=(batch_id,))
+    slow.start()
+    try:
+        assert started.wait(timeout=30)
+        engine.finalize(batch_id)  # the duplicate overtakes it and finishes the batch
+        assert get_batch(client, batch_id)["status"] == "finished"
+    finally:
+        go_on.set()
+        slow.join(timeout=30)
+    done = get_batch(client, batch_id)
+    archive = fetch_archive(client, done)
+    assert [r["operation_id"] for r in archive.results] == ["x"] * 30
+    assert_counters_match(done, archive)
+
+
+def test_a_long_finalize_keeps_the_sweep_away(
+    api: ApiUser, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the archive is written the batch row moves, so the sweep does not take the
+    finalizer for a lost message and start another beside it."""
+    batch_id = submit(api.client, [{"method": "GET", "path": "lists"}])["id"]
+    engine = services.engine
+    engine.preprocess(batch_id)
+    assert engine.work(batch_id) == [FollowUp(Step.FINALIZE, batch_id)]
+    idle = services.settings.batches.sweep_idle_seconds
+    with services.database.write() as conn:
+        conn.execute(
+            batches.update().where(batches.c.id == batch_id).values(updated_ts=time.time() - idle)
+        )
+    assert FollowUp(Step.FINALIZE, batch_id) in engine.sweep(idle_seconds=idle)
+
+    clock = {"now": time.monotonic()}
+
+    def slow_clock() -> float:
+        clock["now"] += idle  # every look at the clock, a long stretch of writing has passed
+        return clock["now"]
+
+    monkeypatch.setattr(
+        engine_module, "time", SimpleNamespace(monotonic=slow_clock, time=time.time)
+    )
+    records = (ResultRecord(200, None, "{}") for _ in range(2_000))
+    assert sum(1 for _ in engine._keep_alive(batch_id, records)) == 2_000
+    assert engine.sweep(idle_seconds=idle) == []

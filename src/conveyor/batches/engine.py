@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -138,23 +139,32 @@ class BatchEngine:
     # --- finalize ------------------------------------------------------------------------
 
     def finalize(self, batch_id: str) -> list[FollowUp]:
-        with self.database.read() as conn:
-            batch = store.get_batch(conn, batch_id)
-        if batch is None or batch.status != BatchStatus.FINALIZING.value:
-            return []
         key = f"archives/{archive_name(batch_id)}"
-        with self.blobs.writer(key) as out, self.database.read() as conn:
-            summary = write_archive(
-                _records(store.iter_results(conn, batch_id)),
-                out,
-                results_per_file=self.settings.results_per_file,
-            )
+        # A second finalizer can run beside the first (the sweep re-sends a message that
+        # looks lost; a broker redelivers). Reading the status and the results in one
+        # snapshot makes that harmless: result rows are dropped only after `finish`, so a
+        # finalizer either sees the batch finished and stops, or sees every result and
+        # writes the same archive under the same key.
+        with self._snapshot() as conn:
+            batch = store.get_batch(conn, batch_id)
+            if batch is None or batch.status != BatchStatus.FINALIZING.value:
+                return []
+            with self.blobs.writer(key) as out:
+                summary = write_archive(
+                    self._keep_alive(batch_id, _records(store.iter_results(conn, batch_id))),
+                    out,
+                    results_per_file=self.settings.results_per_file,
+                )
         with self.database.write() as conn:
             finished = store.finish(conn, batch_id, key)
             # The outbox rows commit with the status: a finished batch always gets its webhooks.
             deliveries = self._enqueue_webhooks(conn, batch_id) if finished else []
-        if not finished:  # deleted meanwhile
-            self.blobs.delete(key)
+            gone = not finished and store.get_batch(conn, batch_id) is None
+        if not finished:
+            # Deleted meanwhile: nobody else will remove the archive. Finished by another
+            # finalizer: the archive is that one's too, and must stay.
+            if gone:
+                self.blobs.delete(key)
             return []
         log.info(
             "batch %s finished: %d results (%d errored) in %d file(s)",
@@ -164,6 +174,33 @@ class BatchEngine:
         self.drop_rows(batch_id, "operations")
         self.drop_rows(batch_id, "results")
         return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries]
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one snapshot."""
+        with self.database.reader.connect() as conn:
+            if not self.database.is_sqlite:
+                # SQLite's read transaction is one snapshot already; PostgreSQL's default
+                # (read committed) takes a new one for every statement.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _keep_alive(self, batch_id: str, records: Iterator[ResultRecord]) -> Iterator[ResultRecord]:
+        """Move the batch row while a long archive is written.
+
+        The sweep takes a finalizing batch whose row has not moved for `sweep_idle_seconds`
+        for one whose message was lost; without this, a million-result archive would get a
+        second (and third...) finalizer doing the same work beside it.
+        """
+        every = max(self.settings.sweep_idle_seconds / 3, 1.0)
+        last = time.monotonic()
+        for count, record in enumerate(records, 1):
+            if count % 1_000 == 0 and time.monotonic() - last > every:
+                with self.database.write() as conn:
+                    store.touch(conn, batch_id, BatchStatus.FINALIZING.value)
+                last = time.monotonic()
+            yield record
 
     def _enqueue_webhooks(self, conn: Connection, batch_id: str) -> list[str]:
         batch = store.get_batch(conn, batch_id)

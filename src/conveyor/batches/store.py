@@ -190,6 +190,15 @@ def move_status(conn: Connection, batch_id: str, current: str, target: str) -> b
     return bool(result.rowcount)
 
 
+def touch(conn: Connection, batch_id: str, status: str) -> None:
+    """Show the sweep that the batch's current step is alive."""
+    conn.execute(
+        update(batches)
+        .where(and_(batches.c.id == batch_id, batches.c.status == status))
+        .values(updated_ts=time.time())
+    )
+
+
 def plan_and_start(conn: Connection, batch_id: str, chunk_size: int) -> int:
     """Create the chunk rows and move `preprocessing → started`; returns the chunk count."""
     row = conn.execute(
