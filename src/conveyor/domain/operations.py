@@ -52,12 +52,18 @@ class MalformedJson(InvalidBatchBody):
     """The body is not JSON at all (as opposed to JSON of the wrong shape)."""
 
 
-def _json_text(value: object) -> str:
+def _json_text(value: object, field: str, index: int) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        # orjson refuses integers beyond 64 bits, which are valid JSON; the stdlib does not.
+        pass
+    # orjson refuses integers beyond 64 bits, which are valid JSON, and nesting deeper than
+    # 255 levels; the stdlib takes both, up to the interpreter's recursion limit. Past that
+    # the body is refused: a RecursionError escaping here would be a 500.
+    try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise InvalidBatchBody(f"{field} is nested too deeply", field=field, index=index) from None
 
 
 def _scalar_param(value: object) -> str | None:
@@ -100,7 +106,7 @@ def _parse_body(raw: object, field: str, index: int) -> str | None:
         # A string is kept verbatim even if it is not JSON: that is a 400 result, later.
         return raw
     if isinstance(raw, dict | list):
-        return _json_text(raw)
+        return _json_text(raw, field, index)
     raise InvalidBatchBody(
         f"{field} must be a JSON-encoded string, an object or an array", field=field, index=index
     )

@@ -1,0 +1,309 @@
+"""Bad input at submission: a clear problem document, nothing stored, never a 5xx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conveyor.runtime.bootstrap import Services
+from tests.batches.support import (
+    account_batch_ids,
+    assert_problem,
+    drive,
+    fetch_archive,
+    get_batch,
+    orphan_rows,
+    response_of,
+    submit,
+)
+from tests.conftest import ApiUser
+
+OP = {"method": "GET", "path": "lists"}
+GOOD = json.dumps(OP).encode()
+
+
+def _ops(count: int) -> bytes:
+    return b",".join([GOOD] * count)
+
+
+def _post(api: ApiUser, content: bytes | Iterator[bytes]) -> Any:
+    response = api.client.post(
+        "/3.0/batches", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code < 500, response.text
+    return response
+
+
+@pytest.fixture
+def nothing_stored(api: ApiUser, services: Services) -> Iterator[None]:
+    """After the test: no batch row of the account, no rows without a batch."""
+    yield
+    assert account_batch_ids(services, api.account_id) == []
+    assert orphan_rows(services) == {"batch_operations": 0, "batch_chunks": 0, "batch_results": 0}
+    assert api.client.get("/3.0/batches").json()["total_items"] == 0
+
+
+MALFORMED = {
+    "empty": b"",
+    "whitespace": b"   ",
+    "open brace": b"{",
+    "not json": b"operations=1",
+    "truncated in operations": b'{"operations": [' + _ops(9),
+    "truncated in a string": b'{"operations": [' + _ops(9) + b',{"method": "GE',
+    "truncated after the array": b'{"operations": [' + _ops(9) + b"]",
+    "trailing garbage": b'{"operations": [' + _ops(9) + b"]} x",
+    "two documents": b'{"operations": []} {"operations": []}',
+    "non-utf-8 in a string": b'{"operations": ['
+    + _ops(9)
+    + b',{"method": "GET", "path": "l\xffsts"}]}',
+    "non-utf-8 outside strings": b'{"operations": [' + _ops(9) + b"\xfe]}",
+    "utf-16": '{"operations": []}'.encode("utf-16"),
+    "latin-1 key": b'{"op\xe9rations": []}',
+    "NaN": b'{"operations": [{"method": "GET", "path": "lists", "operation_id": NaN}]}',
+    "huge number": b'{"operations": [{"method": "GET", "path": "lists", "operation_id": 1e999}]}',
+    "single quotes": b"{'operations': []}",
+    "comment": b'{"operations": [] /* x */}',
+}
+
+
+def test_malformed_json_is_400(api: ApiUser, nothing_stored: None) -> None:
+    # One test over all the bodies: each case costs a request, not a fresh database.
+    for name, body in MALFORMED.items():
+        problem = assert_problem(_post(api, body), 400, "JSON Parse Exception")
+        assert "JSON" in problem["detail"] or "empty" in problem["detail"], name
+
+
+WRONG_SHAPE: dict[str, tuple[bytes, str | None]] = {
+    "array": (b"[]", None),
+    "string": (b'"operations"', None),
+    "number": (b"5", None),
+    "null": (b"null", None),
+    "missing operations": (b"{}", "operations"),
+    "other keys only": (b'{"ops": [], "x": {"operations": []}}', "operations"),
+    "operations object": (b'{"operations": {"0": {}}}', "operations"),
+    "operations string": (b'{"operations": "[]"}', "operations"),
+    "operations null": (b'{"operations": null}', "operations"),
+    "operations number": (b'{"operations": 3}', "operations"),
+    "operations twice": (b'{"operations": [], "operations": []}', "operations"),
+    "operation not an object": (b'{"operations": [' + _ops(5) + b", 7]}", "operations[5]"),
+    "operation a list": (b'{"operations": [' + _ops(6) + b", []]}", "operations[6]"),
+    "missing method": (
+        b'{"operations": [' + _ops(5) + b',{"path": "lists"}]}',
+        "operations[5].method",
+    ),
+    "null method": (
+        b'{"operations": [' + _ops(5) + b',{"method": null, "path": "lists"}]}',
+        "operations[5].method",
+    ),
+    "unknown method": (
+        b'{"operations": [' + _ops(2) + b',{"method": "FETCH", "path": "lists"}]}',
+        "operations[2].method",
+    ),
+    "numeric method": (b'{"operations": [{"method": 1, "path": "lists"}]}', "operations[0].method"),
+    "missing path": (
+        b'{"operations": [' + _ops(8) + b',{"method": "GET"}]}',
+        "operations[8].path",
+    ),
+    "empty path": (b'{"operations": [{"method": "GET", "path": ""}]}', "operations[0].path"),
+    "path object": (
+        b'{"operations": [{"method": "GET", "path": {"a": 1}}]}',
+        "operations[0].path",
+    ),
+    "body number": (
+        b'{"operations": [{"method": "POST", "path": "lists", "body": 5}]}',
+        "operations[0].body",
+    ),
+    "params list": (
+        b'{"operations": [{"method": "GET", "path": "lists", "params": [1]}]}',
+        "operations[0].params",
+    ),
+    "params nested": (
+        b'{"operations": [{"method": "GET", "path": "lists", "params": {"a": {"b": 1}}}]}',
+        "operations[0].params.a",
+    ),
+    "operation_id object": (
+        b'{"operations": [{"method": "GET", "path": "lists", "operation_id": {}}]}',
+        "operations[0].operation_id",
+    ),
+    "operation_id boolean": (
+        b'{"operations": [{"method": "GET", "path": "lists", "operation_id": true}]}',
+        "operations[0].operation_id",
+    ),
+}
+
+
+def test_wrong_shape_is_400_naming_the_operation(api: ApiUser, nothing_stored: None) -> None:
+    for name, (body, field) in WRONG_SHAPE.items():
+        problem = assert_problem(_post(api, body), 400)
+        assert problem["title"] == "Invalid Resource", (name, problem)
+        if field is not None:
+            assert problem["errors"][0]["field"] == field, (name, problem)
+            assert field in problem["detail"], (name, problem)
+
+
+def test_wrong_type_in_a_json_api_client(api: ApiUser, nothing_stored: None) -> None:
+    response = api.client.post("/3.0/batches", json={"operations": [{"method": "GET"}] * 3})
+    problem = assert_problem(response, 400)
+    assert problem["errors"] == [
+        {"field": "operations[0].path", "message": "operations[0].path is required"}
+    ]
+
+
+def test_failure_after_many_pages_leaves_nothing(
+    api: ApiUser, services: Services, nothing_stored: None
+) -> None:
+    """Pages are stored as they arrive (4 operations each here); a late error removes them."""
+    assert services.settings.batches.ingest_page_size == 4
+
+    def body() -> Iterator[bytes]:
+        yield b'{"operations": ['
+        for _ in range(50):
+            yield GOOD + b","
+        yield b'{"method": "GET"}]}'
+
+    problem = assert_problem(_post(api, body()), 400)
+    assert problem["errors"][0]["field"] == "operations[50].path"
+
+
+# --- deep nesting and big values ---------------------------------------------------------------
+
+DEPTH = 20_000  # far past both orjson (255) and the recursion limit (1,000)
+
+
+DEEP_ARRAY = b"[" * DEPTH + b"]" * DEPTH
+DEEP = {
+    "array body": (
+        b'{"operations": [' + _ops(3) + b',{"method": "POST", "path": "lists", "body": '
+        + DEEP_ARRAY + b"}]}",
+        "operations[3].body",
+    ),
+    "object body": (
+        b'{"operations": [{"method": "POST", "path": "lists", "body": '
+        + b'{"a":' * DEPTH + b"1" + b"}" * DEPTH + b"}]}",
+        "operations[0].body",
+    ),
+    "operation": (b'{"operations": [' + DEEP_ARRAY + b"]}", "operations[0]"),
+    "param": (
+        b'{"operations": [{"method": "GET", "path": "lists", "params": {"a": '
+        + DEEP_ARRAY + b"}}]}",
+        "operations[0].params.a",
+    ),
+    "operation_id": (
+        b'{"operations": [{"method": "GET", "path": "lists", "operation_id": '
+        + DEEP_ARRAY + b"}]}",
+        "operations[0].operation_id",
+    ),
+}  # fmt: skip
+
+
+def test_deep_nesting_is_400(api: ApiUser, nothing_stored: None) -> None:
+    for name, (body, field) in DEEP.items():
+        problem = assert_problem(_post(api, body), 400)
+        assert problem["errors"][0]["field"] == field, (name, problem)
+
+
+def test_deep_nesting_elsewhere_is_skipped(api: ApiUser, services: Services) -> None:
+    body = b'{"x": ' + b"[" * DEPTH + b"]" * DEPTH + b', "operations": [' + GOOD + b"]}"
+    response = _post(api, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["total_operations"] == 1
+
+
+def test_moderately_nested_body_is_kept(api: ApiUser, services: Services) -> None:
+    """A body deeper than orjson writes (255) but still sane is accepted and run."""
+    nested: Any = 1
+    for _ in range(300):
+        nested = {"a": nested}
+    batch = submit(
+        api.client,
+        [{"method": "POST", "path": "lists", "body": nested, "operation_id": "deep"}],
+    )
+    drive(services, batch["id"])
+    (result,) = fetch_archive(api.client, get_batch(api.client, batch["id"])).results
+    assert result["status_code"] == 400
+
+
+TEN_MB = 10 * 1024 * 1024
+
+
+def test_ten_megabyte_strings(api: ApiUser, services: Services) -> None:
+    big = "x" * TEN_MB
+    operations = [
+        {"method": "POST", "path": "lists", "body": big, "operation_id": "body"},
+        {"method": "GET", "path": "lists/" + big, "operation_id": "path"},
+        {"method": "GET", "path": "lists", "params": {"fields": big}, "operation_id": "params"},
+        {"method": "GET", "path": "lists", "operation_id": "id-" + big},
+    ]
+    response = api.client.post("/3.0/batches", json={"operations": operations, "extra": big})
+    assert response.status_code == 200, response.text[:300]
+    batch_id = response.json()["id"]
+    drive(services, batch_id)
+    done = get_batch(api.client, batch_id)
+    by_id = fetch_archive(api.client, done).by_operation_id()
+    assert by_id["body"][0]["status_code"] == 400
+    assert response_of(by_id["body"][0])["title"] == "JSON Parse Exception"
+    assert by_id["path"][0]["status_code"] == 400
+    assert by_id["params"][0]["status_code"] == 200
+    assert by_id["id-" + big][0]["status_code"] == 200
+
+
+@pytest.mark.parametrize("field", ["method", "params"])
+def test_ten_megabyte_string_where_it_does_not_belong(
+    api: ApiUser, nothing_stored: None, field: str
+) -> None:
+    operation: dict[str, Any] = {"method": "GET", "path": "lists"}
+    operation[field] = "x" * TEN_MB if field == "method" else ["x" * TEN_MB, {"a": 1}]
+    response = api.client.post("/3.0/batches", json={"operations": [operation]})
+    problem = assert_problem(response, 400)
+    # The problem names the field; it does not echo ten megabytes back.
+    assert len(response.content) < 2_000
+    assert problem["errors"][0]["field"].startswith(f"operations[0].{field}")
+
+
+# --- caps ------------------------------------------------------------------------------------
+
+
+@pytest.mark.batch_settings(max_operations=25)
+def test_too_many_operations_is_413(api: ApiUser, nothing_stored: None) -> None:
+    problem = assert_problem(
+        _post(api, b'{"operations": [' + _ops(26) + b"]}"), 413, "Request Entity Too Large"
+    )
+    assert "25" in problem["detail"]
+
+
+@pytest.mark.batch_settings(max_operations=25)
+def test_exactly_the_cap_is_accepted(api: ApiUser) -> None:
+    response = _post(api, b'{"operations": [' + _ops(25) + b"]}")
+    assert response.status_code == 200
+    assert response.json()["total_operations"] == 25
+
+
+@pytest.mark.batch_settings(max_body_bytes=2_000)
+def test_too_large_a_body_is_413(api: ApiUser, nothing_stored: None) -> None:
+    body = b'{"operations": [' + _ops(100) + b"]}"
+    assert len(body) > 2_000
+    problem = assert_problem(_post(api, body), 413, "Request Entity Too Large")
+    assert "2000" in problem["detail"]
+
+
+@pytest.mark.batch_settings(max_body_bytes=2_000)
+def test_too_large_a_streamed_body_is_413(api: ApiUser, nothing_stored: None) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"operations": ['
+        for _ in range(100):
+            yield GOOD + b","
+        yield GOOD + b"]}"
+
+    assert_problem(_post(api, body()), 413, "Request Entity Too Large")
+
+
+def test_no_key_stores_nothing(api: ApiUser, nothing_stored: None) -> None:
+    response = api.client.post("/3.0/batches", json={"operations": [OP]}, auth=None)
+    assert_problem(response, 401, "API Key Missing")
+    response = api.client.post(
+        "/3.0/batches", json={"operations": [OP]}, auth=("x", "f" * 32 + "-us1")
+    )
+    assert_problem(response, 401, "API Key Invalid")
