@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -307,3 +308,20 @@ def test_no_key_stores_nothing(api: ApiUser, nothing_stored: None) -> None:
         "/3.0/batches", json={"operations": [OP]}, auth=("x", "f" * 32 + "-us1")
     )
     assert_problem(response, 401, "API Key Invalid")
+
+
+def test_an_upload_purged_as_stale_is_refused_cleanly(
+    api: ApiUser, services: Services, nothing_stored: None
+) -> None:
+    """The scheduler discards an upload that stopped moving; if its client then goes on,
+    it gets a problem document (not a 500) and leaves nothing behind."""
+    stale_after = services.settings.batches.stale_ingest_seconds
+
+    def body() -> Iterator[bytes]:
+        yield b'{"operations": [' + _ops(10) + b","
+        # Between two pages: the scheduler's purge runs as if the upload had stalled.
+        assert services.engine.purge_expired(now=time.time() + stale_after + 1) == 1
+        yield _ops(10) + b"]}"
+
+    response = _post(api, body())
+    assert_problem(response, 408, "Request Timeout")

@@ -133,7 +133,14 @@ class BatchEndpoints:
             if page:
                 await self._store_page(batch_id, total, page)
                 total += len(page)
-            await self._write(lambda conn: store.publish(conn, batch_id, total))
+            if not await self._write(lambda conn: store.publish(conn, batch_id, total)):
+                # The scheduler took the upload for abandoned (no page for
+                # `stale_ingest_seconds`) and removed what it had stored.
+                raise Problem(
+                    408,
+                    "Request Timeout",
+                    "The batch was sent too slowly and was discarded. Please send it again.",
+                )
         except BaseException as exc:
             # Nothing half-stored survives: the batch was never visible, now it is gone.
             with anyio.CancelScope(shield=True):

@@ -109,13 +109,14 @@ def insert_operations(
     conn.execute(update(batches).where(batches.c.id == batch_id).values(updated_ts=time.time()))
 
 
-def publish(conn: Connection, batch_id: str, total: int) -> None:
-    """Make a fully stored batch visible, as `pending`."""
-    conn.execute(
+def publish(conn: Connection, batch_id: str, total: int) -> bool:
+    """Make a fully stored batch visible, as `pending`; false if it was purged meanwhile."""
+    result = conn.execute(
         update(batches)
         .where(and_(batches.c.id == batch_id, batches.c.status == INGESTING))
         .values(status=BatchStatus.PENDING.value, total_operations=total, updated_ts=time.time())
     )
+    return bool(result.rowcount)
 
 
 def count_unstarted(conn: Connection, account_pk: int) -> int:
