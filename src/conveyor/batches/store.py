@@ -437,8 +437,13 @@ def finish(conn: Connection, batch_id: str, archive_key: str) -> bool:
 def delete_batch_rows(conn: Connection, batch_id: str) -> str | None:
     """Remove the batch row and its chunks; returns the archive key to delete, if any."""
     key = conn.execute(select(batches.c.archive_key).where(batches.c.id == batch_id)).scalar()
+    # Chunks go first: a running group holds its chunk row until it commits and then
+    # updates the batch row, so this order waits for it instead of deadlocking with it.
     conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
     conn.execute(delete(batches).where(batches.c.id == batch_id))
+    # Once more: on PostgreSQL, chunks planned by a preprocess that committed while the
+    # batch row delete waited for it were invisible to the first delete.
+    conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
     return key
 
 
