@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from conveyor.batches import store
 from conveyor.domain import problems
 from conveyor.domain.batch_status import is_success
+from conveyor.domain.fields import apply_field_selection
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
 from conveyor.marketing.routing import Account, Reply, RouteTable, invoke, new_request_id
 from conveyor.storage.fast import RawSavepoint
@@ -32,6 +33,9 @@ class GroupOutcome:
     committed: bool
     operations: int = 0
     errored: int = 0
+
+
+_SELECTION = ("fields", "exclude_fields")
 
 
 def encode_body(body: Any) -> str:
@@ -87,14 +91,21 @@ def _run_get(
     # Without `count`, the real service pages through the whole collection.
     results: list[OperationResult] = []
     offset = int(query.get("offset", "0")) if query.get("offset", "0").isdigit() else 0
+    # `fields` / `exclude_fields` may drop `total_items`, which the paging reads: pages are
+    # fetched whole and the selection is applied to each one here.
+    fields, exclude = query.get("fields"), query.get("exclude_fields")
+    whole = {k: v for k, v in query.items() if k not in _SELECTION} if fields or exclude else query
     while True:
-        page_query = {**query, "count": str(page_size), "offset": str(offset)}
+        page_query = {**whole, "count": str(page_size), "offset": str(offset)}
         reply = _get(conn, routes, account, path, page_query, api_root)
         if not results and not _is_collection(reply):
             # Not a collection: answer as the plain GET it is, without our paging parameters.
             reply = _get(conn, routes, account, path, query, api_root)
             return [OperationResult(reply.status, encode_body(reply.body))]
-        results.append(OperationResult(reply.status, encode_body(reply.body)))
+        body = reply.body
+        if is_success(reply.status) and (fields or exclude):
+            body = apply_field_selection(body, fields, exclude)
+        results.append(OperationResult(reply.status, encode_body(body)))
         offset += page_size
         if not is_success(reply.status) or offset >= int(reply.body["total_items"]):
             return results
