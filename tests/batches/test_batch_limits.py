@@ -1,0 +1,168 @@
+"""The unstarted-batches cap, isolation between accounts, and retention."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.batches import store
+from conveyor.runtime.bootstrap import Services
+from conveyor.runtime.embedded import EmbeddedRuntime
+from conveyor.storage.tables import batches
+from tests.batches.support import (
+    NO_ROWS,
+    account_batch_ids,
+    assert_problem,
+    batch_rows,
+    download,
+    drive,
+    get_batch,
+    submit,
+)
+from tests.conftest import ApiUser
+
+GET_LISTS = [{"method": "GET", "path": "lists"}]
+
+
+@pytest.mark.batch_settings(max_unstarted_batches=3)
+def test_too_many_unstarted_batches_is_429(
+    api: ApiUser, other_api: ApiUser, services: Services
+) -> None:
+    """Without a runtime, submitted batches stay pending and count against the cap."""
+    first = [submit(api.client, GET_LISTS)["id"] for _ in range(3)]
+    response = api.client.post("/3.0/batches", json={"operations": GET_LISTS})
+    problem = assert_problem(response, 429, "TooManyRequests")
+    assert "3" in problem["detail"]
+    assert sorted(account_batch_ids(services, api.account_id)) == sorted(first)
+
+    # The cap is per account.
+    submit(other_api.client, GET_LISTS)
+
+    # A batch in preprocessing still counts; one that has started does not.
+    engine = services.engine
+    with services.database.write() as conn:
+        assert store.move_status(conn, first[0], "pending", "preprocessing")
+    assert_problem(api.client.post("/3.0/batches", json={"operations": GET_LISTS}), 429)
+    engine.preprocess(first[0])
+    assert get_batch(api.client, first[0])["status"] == "started"
+    submit(api.client, GET_LISTS)
+    assert_problem(api.client.post("/3.0/batches", json={"operations": GET_LISTS}), 429)
+    # Finished batches do not count either.
+    drive(services, first[1])
+    submit(api.client, GET_LISTS)
+
+
+# --- isolation ---------------------------------------------------------------------------------
+
+
+def test_another_account_cannot_see_download_or_delete(
+    batch_api: ApiUser, batch_other_api: ApiUser, runtime: EmbeddedRuntime, services: Services
+) -> None:
+    mine = submit(batch_api.client, GET_LISTS)
+    theirs = submit(batch_other_api.client, GET_LISTS)
+    runtime.join()
+    batch = get_batch(batch_api.client, mine["id"])
+    path = f"/3.0/batches/{mine['id']}"
+    other = batch_other_api.client
+
+    assert_problem(other.get(path), 404)
+    assert_problem(other.get(path, params={"fields": "id"}), 404)
+    assert_problem(other.delete(path), 404)
+    listed = other.get("/3.0/batches", params={"count": 1000}).json()
+    assert [b["id"] for b in listed["batches"]] == [theirs["id"]]
+    assert listed["total_items"] == 1
+
+    # Their own signed URL does not open my batch: the signature is bound to the batch id.
+    their_url = get_batch(other, theirs["id"])["response_body_url"]
+    query = their_url.split("?", 1)[1]
+    assert_problem(download(other, f"{path}/response.tar.gz?{query}"), 403)
+
+    # Nothing they tried changed my batch.
+    assert get_batch(batch_api.client, mine["id"])["status"] == "finished"
+    assert download(batch_api.client, batch["response_body_url"]).status_code == 200
+    assert batch_rows(services, mine["id"])["batches"] == 1
+
+
+def test_a_batch_runs_as_its_own_account(
+    batch_api: ApiUser, batch_other_api: ApiUser, runtime: EmbeddedRuntime
+) -> None:
+    """Operations see only the submitting account's data."""
+    theirs = batch_other_api.client.post(
+        "/3.0/lists",
+        json={
+            "name": "Theirs",
+            "permission_reminder": "r",
+            "email_type_option": False,
+            "contact": {
+                "company": "B",
+                "address1": "2 Side St",
+                "city": "Shelbyville",
+                "state": "IL",
+                "zip": "62565",
+                "country": "US",
+            },
+            "campaign_defaults": {
+                "from_name": "B",
+                "from_email": "b@example.org",
+                "subject": "s",
+                "language": "en",
+            },
+        },
+    ).json()["id"]
+    batch = submit(
+        batch_api.client,
+        [
+            {"method": "GET", "path": f"lists/{theirs}", "operation_id": "read"},
+            {"method": "DELETE", "path": f"lists/{theirs}", "operation_id": "delete"},
+        ],
+    )
+    runtime.join()
+    done = get_batch(batch_api.client, batch["id"])
+    assert (done["finished_operations"], done["errored_operations"]) == (2, 2)
+    assert batch_other_api.client.get(f"/3.0/lists/{theirs}").status_code == 200
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def test_retention_purges_batches_rows_and_archives(api: ApiUser, services: Services) -> None:
+    client = api.client
+    finished = submit(client, GET_LISTS * 3)["id"]
+    drive(services, finished)
+    url = get_batch(client, finished)["response_body_url"]
+    archives = list(Path(services.settings.blob_dir).rglob("*.tar.gz"))
+    assert len(archives) == 1
+    pending = submit(client, GET_LISTS * 3)["id"]  # its operation rows are still there
+    assert batch_rows(services, pending)["batch_operations"] == 3
+
+    engine = services.engine
+    assert engine.purge_expired(now=time.time()) == 0  # nothing is old yet
+    retention = services.settings.batches.retention_seconds
+    assert engine.purge_expired(now=time.time() + retention + 60) == 2
+
+    for batch_id in (finished, pending):
+        assert batch_rows(services, batch_id) == NO_ROWS
+        assert_problem(client.get(f"/3.0/batches/{batch_id}"), 404)
+    assert not archives[0].exists()
+    assert_problem(download(client, url), 404)
+
+
+def test_batches_older_than_retention_are_not_listed(api: ApiUser, services: Services) -> None:
+    old = submit(api.client, GET_LISTS)["id"]
+    new = submit(api.client, GET_LISTS)["id"]
+    eight_days = 8 * 24 * 3600
+    with services.database.write() as conn:
+        conn.execute(
+            batches.update()
+            .where(batches.c.id == old)
+            .values(submitted_ts=batches.c.submitted_ts - eight_days)
+        )
+    listed = api.client.get("/3.0/batches").json()
+    assert [b["id"] for b in listed["batches"]] == [new]
+    assert listed["total_items"] == 1
+    # The scheduler's next purge removes it.
+    assert services.engine.purge_expired() == 1
+    assert batch_rows(services, old) == NO_ROWS
+    assert batch_rows(services, new)["batches"] == 1
