@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.batches import store
 from conveyor.batches.engine import BatchEngine
+from conveyor.domain.operations import Operation
 from conveyor.runtime.bootstrap import Services
 from conveyor.runtime.embedded import EmbeddedRuntime
 from tests.batches.support import (
     BATCH_LIST_SCHEMA,
     NO_ROWS,
+    account_pk,
     assert_batch,
     assert_problem,
     batch_rows,
@@ -224,3 +227,18 @@ def test_delete_during_a_long_batch_stops_it(
     assert orphan_rows(services) == {k: 0 for k in NO_ROWS if k != "batches"}
     assert_problem(client.get(f"/3.0/batches/{batch['id']}"), 404)
     assert list(Path(services.settings.blob_dir).rglob("*.tar.gz")) == []
+
+
+def test_an_upload_in_progress_is_invisible(api: ApiUser, services: Services) -> None:
+    """Until its whole body is stored a batch does not exist for clients."""
+    with services.database.write() as conn:
+        owner = account_pk(services, api.account_id)
+        batch_id = store.create_ingesting(conn, owner, "http://testserver/3.0")
+        store.insert_operations(conn, batch_id, 0, [Operation("GET", "lists", {}, None, None)])
+    assert api.client.get("/3.0/batches").json()["total_items"] == 0
+    assert_problem(api.client.get(f"/3.0/batches/{batch_id}"), 404)
+    assert_problem(api.client.delete(f"/3.0/batches/{batch_id}"), 404)
+    with services.database.read() as conn:
+        assert store.count_unstarted(conn, owner) == 0
+    assert services.engine.sweep(idle_seconds=0) == []
+    assert batch_rows(services, batch_id)["batch_operations"] == 1
