@@ -260,7 +260,7 @@ def million_body(path: Path, list_id: str, count: int) -> int:
                                 "merge_fields": {"FNAME": "Ann", "LNAME": "Example"},
                             }
                         ).decode(),
-                    }  # fmt: skip
+                    }
                 )
             )
         out.write(b"]}")

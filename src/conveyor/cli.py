@@ -196,11 +196,12 @@ def scheduler(**flags: Any) -> None:
     click.echo("Conveyor scheduler running", err=True)
     try:
         while not stop.wait(batch.sweep_interval_seconds):
-            if lease.acquire():
-                try:
+            # A database that is briefly away must not end the scheduler: log, try again.
+            try:
+                if lease.acquire():
                     loop.tick()
-                except Exception:
-                    logging.getLogger("conveyor.scheduler").exception("tick failed")
+            except Exception:
+                logging.getLogger("conveyor.scheduler").exception("tick failed")
     finally:
         lease.release()
         broker.close()
