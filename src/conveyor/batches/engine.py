@@ -282,6 +282,26 @@ class BatchEngine:
             self.delete(batch_id)
         return len(stale)
 
+    def drop_orphaned_rows(self) -> int:
+        """Drop operation and result rows that no unfinished batch needs; returns batches.
+
+        `delete` and `finalize` drop these rows in pages after the batch row is gone or
+        finished, so a crash in between strands them where neither retention nor any request
+        can reach them. Run where nothing else touches the database (one-process start-up):
+        the query scans the tables' keys.
+        """
+        cleaned = 0
+        for table in ("operations", "results"):
+            while True:
+                with self.database.read() as conn:
+                    batch_ids = store.orphaned_batch_ids(conn, table)
+                if not batch_ids:
+                    break
+                for batch_id in batch_ids:
+                    self.drop_rows(batch_id, table)
+                cleaned += len(batch_ids)
+        return cleaned
+
 
 def _records(rows: Iterator[tuple[int, str | None, str]]) -> Iterator[ResultRecord]:
     for status_code, operation_id, response in rows:

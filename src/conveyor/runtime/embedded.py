@@ -31,11 +31,14 @@ class EmbeddedRuntime:
         # previous process, so resume it at once instead of waiting for leases to expire.
         discarded = engine.discard_all_ingests()
         released = engine.release_leases()
-        if discarded or released:
+        orphaned = engine.drop_orphaned_rows()
+        if discarded or released or orphaned:
             log.info(
-                "recovered after restart: %d partial upload(s) discarded, %d chunk(s) resumed",
+                "recovered after restart: %d partial upload(s) discarded, %d chunk(s) resumed, "
+                "rows of %d deleted or finished batch(es) dropped",
                 discarded,
                 released,
+                orphaned,
             )
         self.worker.start()
         self.webhook_worker.start()
