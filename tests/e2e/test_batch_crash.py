@@ -11,10 +11,12 @@ replays a failing run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from tests.e2e.batch_support import (
     list_members,
     md5,
     operation_template,
+    operations_body,
     read_status,
     wait_finished,
     wait_until,
@@ -244,19 +247,22 @@ INGEST_OPERATIONS = 200_000
 INGEST_SLICE = 2_000  # operations per streamed piece
 
 
-def stored_rows(server: ServerProcess) -> tuple[int, int]:
-    """(operation rows, batch rows) in the server's SQLite database, read beside it.
+def stored_rows(server: ServerProcess) -> tuple[int, int, int]:
+    """(operation rows, result rows, batch rows) in the server's SQLite database.
 
-    The one place these tests look inside: a cut upload must leave nothing behind, and no
-    client request can show rows of a batch that never became visible.
+    The one place these tests look inside (read beside the running server): rows of a cut
+    upload or of a deleted batch are invisible to every client request, and a crash must not
+    leave them behind for good.
     """
     database = sqlite3.connect(f"file:{server.data_dir / 'conveyor.db'}?mode=ro", uri=True)
     try:
-        operations = database.execute("SELECT count(*) FROM batch_operations").fetchone()[0]
-        batches = database.execute("SELECT count(*) FROM batches").fetchone()[0]
+        counts = [
+            database.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("batch_operations", "batch_results", "batches")
+        ]
     finally:
         database.close()
-    return int(operations), int(batches)
+    return int(counts[0]), int(counts[1]), int(counts[2])
 
 
 def wait_for_stored_operations(server: ServerProcess, timeout: float = 30.0) -> int:
@@ -313,7 +319,7 @@ def test_sigkill_during_ingest_leaves_no_partial_batch(server: ServerProcess) ->
     assert all(b["total_operations"] == INGEST_OPERATIONS for b in listed["batches"]), listed
     assert listed["total_items"] == 0
     # Nor is anything of it left behind in the database (read beside the running server).
-    assert stored_rows(server) == (0, 0)
+    assert stored_rows(server) == (0, 0, 0)
     # No operation of the cut body ran, and the server takes and runs new batches.
     assert api.get(f"lists/{list_id}").json()["stats"]["member_count"] == 0
     small = {"operations": [{"method": "GET", "path": "ping", "operation_id": "after"}]}
@@ -321,3 +327,44 @@ def test_sigkill_during_ingest_leaves_no_partial_batch(server: ServerProcess) ->
     done = wait_finished(lambda: read_status(api, batch_id), timeout=30)
     assert (done["finished_operations"], done["errored_operations"]) == (1, 0)
     api.close()
+
+
+def test_sigkill_during_delete_leaves_no_rows_behind(server: ServerProcess) -> None:
+    """DELETE removes the batch row first, then its rows in pages; a crash in between must
+    not strand those rows (no batch points at them, so retention would never find them)."""
+    api = api_client(server)
+    template = operation_template({"method": "GET", "path": "ping", "operation_id": "p-IDX"})
+    body = operations_body(template, INGEST_OPERATIONS)
+    submitted = api.post("batches", content=body, headers={"Content-Type": "application/json"})
+    assert submitted.status_code == 200, submitted.text
+    batch_id = submitted.json()["id"]
+    wait_until(
+        lambda: read_status(api, batch_id), lambda b: b["finished_operations"] > 0, timeout=60
+    )
+
+    deleting = threading.Thread(target=delete_quietly, args=(server, batch_id), daemon=True)
+    deleting.start()
+    # Kill once the batch row is gone and its operation rows are partly dropped.
+    deadline = time.monotonic() + 30
+    while True:
+        operations, results, batches = stored_rows(server)
+        if batches == 0 and 0 < operations < INGEST_OPERATIONS:
+            break
+        assert operations > 0, "the delete finished before the kill; nothing was tested"
+        assert time.monotonic() < deadline, "the delete did not start"
+        time.sleep(0.002)
+    server.kill()
+    deleting.join(timeout=10)
+    print(f"killed mid-delete with {operations:,} operation and {results:,} result rows left")
+    server.restart()
+
+    assert api.get(f"batches/{batch_id}").status_code == 404
+    assert api.get("batches").json()["total_items"] == 0
+    assert stored_rows(server) == (0, 0, 0)
+    api.close()
+
+
+def delete_quietly(server: ServerProcess, batch_id: str) -> None:
+    """DELETE the batch; the server is killed under it, so no answer is expected."""
+    with api_client(server) as api, contextlib.suppress(httpx.TransportError):
+        api.delete(f"batches/{batch_id}")
