@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete
 
 from conveyor.runtime.bootstrap import Services, open_services
 from conveyor.settings import BatchSettings, Settings
 from conveyor.storage.database import open_database
 from conveyor.storage.migrate import upgrade
-from conveyor.storage.tables import batches
+from conveyor.storage.tables import (
+    batch_chunks,
+    batch_operations,
+    batch_results,
+    batches,
+    webhook_deliveries,
+)
 
 SMALL_BATCHES: dict[str, Any] = {
     "chunk_size": 20,
@@ -111,11 +117,15 @@ def no_batches_in_flight(services: Services) -> None:
     """Start every test with no batch in the database.
 
     The PostgreSQL database is shared by the whole session, and a runtime's start resumes
-    every unfinished batch it finds, as `conveyor serve` must after a restart: another
-    test's leftover batches would otherwise run inside this test, in its blob folder and on
-    its clock. Autouse, so it runs before the `runtime` fixture starts.
+    every unfinished batch and webhook delivery it finds, as `conveyor serve` must after a
+    restart: another test's leftovers would otherwise run inside this test, in its blob
+    folder and on its clock. Autouse, so it runs before the `runtime` fixture starts.
     """
-    with services.database.read() as conn:
-        leftovers = list(conn.execute(select(batches.c.id)).scalars())
-    for batch_id in leftovers:
-        services.engine.delete(batch_id)
+    if services.database.is_sqlite:
+        return  # a fresh copy for every test
+    with services.database.write() as conn:
+        # Other tests' archives live in their own temporary folders: only rows to remove.
+        # Their pending webhook deliveries too: a delivery retried with a delay would hold
+        # up `runtime.join()` here until it came due.
+        for table in (batch_results, batch_operations, batch_chunks, batches, webhook_deliveries):
+            conn.execute(delete(table))

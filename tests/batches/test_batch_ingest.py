@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from conveyor.runtime.bootstrap import Services
@@ -235,10 +236,10 @@ def test_ten_megabyte_strings(api: ApiUser, services: Services) -> None:
     operations = [
         {"method": "POST", "path": "lists", "body": big, "operation_id": "body"},
         {"method": "GET", "path": "lists/" + big, "operation_id": "path"},
-        {"method": "GET", "path": "lists", "params": {"fields": big}, "operation_id": "params"},
         {"method": "GET", "path": "lists", "operation_id": "id-" + big},
     ]
-    response = api.client.post("/3.0/batches", json={"operations": operations, "extra": big})
+    body = orjson.dumps({"operations": operations, "extra": big})
+    response = _post(api, body)
     assert response.status_code == 200, response.text[:300]
     batch_id = response.json()["id"]
     drive(services, batch_id)
@@ -247,21 +248,17 @@ def test_ten_megabyte_strings(api: ApiUser, services: Services) -> None:
     assert by_id["body"][0]["status_code"] == 400
     assert response_of(by_id["body"][0])["title"] == "JSON Parse Exception"
     assert by_id["path"][0]["status_code"] == 400
-    assert by_id["params"][0]["status_code"] == 200
     assert by_id["id-" + big][0]["status_code"] == 200
 
 
-@pytest.mark.parametrize("field", ["method", "params"])
-def test_ten_megabyte_string_where_it_does_not_belong(
-    api: ApiUser, nothing_stored: None, field: str
-) -> None:
-    operation: dict[str, Any] = {"method": "GET", "path": "lists"}
-    operation[field] = "x" * TEN_MB if field == "method" else ["x" * TEN_MB, {"a": 1}]
-    response = api.client.post("/3.0/batches", json={"operations": [operation]})
-    problem = assert_problem(response, 400)
-    # The problem names the field; it does not echo ten megabytes back.
-    assert len(response.content) < 2_000
-    assert problem["errors"][0]["field"].startswith(f"operations[0].{field}")
+def test_ten_megabyte_string_where_it_does_not_belong(api: ApiUser, nothing_stored: None) -> None:
+    for field, value in [("method", "x" * TEN_MB), ("params", {"a": ["x" * TEN_MB, {}]})]:
+        operation: dict[str, Any] = {"method": "GET", "path": "lists", field: value}
+        response = _post(api, orjson.dumps({"operations": [operation]}))
+        problem = assert_problem(response, 400)
+        # The problem names the field; it does not echo ten megabytes back.
+        assert len(response.content) < 2_000
+        assert problem["errors"][0]["field"].startswith(f"operations[0].{field}"), problem
 
 
 # --- caps ------------------------------------------------------------------------------------
