@@ -7,11 +7,13 @@ creating a member is one INSERT: the batch hot path (ARCHITECTURE.md, decision 3
 from __future__ import annotations
 
 import functools
+import sqlite3
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RootTransaction
 
 from conveyor.domain import problems
@@ -372,20 +374,27 @@ def insert_member(
         data=data,
         last_changed=now,
     )
-    inserted = _INSERT_MEMBER.first(
-        conn,
-        {
-            "account_pk": account_pk,
-            "list_pk": ctx.pk,
-            "subscriber_hash": row.subscriber_hash,
-            "email_address": email,
-            "unique_email_id": row.unique_email_id,
-            "contact_id": row.contact_id,
-            "status": status,
-            "data": dump_json(data),
-            "last_changed": now,
-        },
-    )
+    try:
+        inserted = _INSERT_MEMBER.first(
+            conn,
+            {
+                "account_pk": account_pk,
+                "list_pk": ctx.pk,
+                "subscriber_hash": row.subscriber_hash,
+                "email_address": email,
+                "unique_email_id": row.unique_email_id,
+                "contact_id": row.contact_id,
+                "status": status,
+                "data": dump_json(data),
+                "last_changed": now,
+            },
+        )
+    except Exception as exc:
+        # On PostgreSQL two transactions can both miss the address in their lookup; the
+        # unique index lets one insert it, and the other is answered as if it had looked later.
+        if is_unique_violation(exc):
+            raise problems.member_exists(email) from None
+        raise
     assert inserted is not None
     row.web_id = int(inserted[0])
     return row
@@ -429,13 +438,32 @@ def apply_tag_changes(
 
 
 def _tag_id(conn: Connection, list_pk: int, name: str) -> int:
+    found = _find_tag(conn, list_pk, name)
+    if found is None:
+        # Two transactions may both miss a new tag: ON CONFLICT DO NOTHING makes the second
+        # wait for the first and then take its row, instead of failing on the unique index.
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(
+            insert(tags)
+            .values(list_pk=list_pk, name=name)
+            .on_conflict_do_nothing(index_elements=["list_pk", "name"])
+        )
+        found = _find_tag(conn, list_pk, name)
+    assert found is not None
+    return found
+
+
+def _find_tag(conn: Connection, list_pk: int, name: str) -> int | None:
     found = conn.execute(
         select(tags.c.id).where(and_(tags.c.list_pk == list_pk, tags.c.name == name))
     ).scalar()
-    if found is not None:
-        return int(found)
-    return int(
-        conn.execute(
-            tags.insert().values(list_pk=list_pk, name=name).returning(tags.c.id)
-        ).scalar_one()
-    )
+    return None if found is None else int(found)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """A unique index refused a row: psycopg's SQLSTATE 23505 or sqlite3's message, raw or
+    wrapped by SQLAlchemy."""
+    error = getattr(exc, "orig", None) or exc
+    if getattr(error, "sqlstate", None) == "23505":
+        return True
+    return isinstance(error, sqlite3.IntegrityError) and "UNIQUE constraint" in str(error)

@@ -21,6 +21,7 @@ from conveyor.marketing.member_store import (
     find_member,
     get_visible_member,
     insert_member,
+    is_unique_violation,
     load_list,
     new_member_data,
     revive,
@@ -280,7 +281,12 @@ def _update(call: Call, ctx: ListContext, member: MemberRow, body: Any, status: 
         member.status = status
         if status == "subscribed" and not member.data["timestamp_opt"]:
             member.data["timestamp_opt"] = now_iso()
-    save_member(call.conn, member)
+    try:
+        save_member(call.conn, member)
+    except Exception as exc:
+        if is_unique_violation(exc):  # a new address, taken since the lookup above
+            raise problems.member_exists(member.email_address) from None
+        raise
 
 
 @routes.route("DELETE", "/lists/{list_id}/members/{subscriber_hash}")
