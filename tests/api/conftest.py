@@ -13,21 +13,6 @@ from starlette.testclient import TestClient
 from conveyor.http.app import create_app
 from conveyor.runtime.bootstrap import Services
 from conveyor.settings import Limits
-from tests.conftest import ApiUser, new_account_key
-
-
-@pytest.fixture
-def other_api(services: Services) -> Iterator[ApiUser]:
-    """A second account with its own app and client.
-
-    Overrides the shared fixture, which passes `auth=` to TestClient: Starlette's TestClient
-    takes no such argument, so it is set on the client afterwards, as `api` does.
-    """
-    account_id, key = new_account_key(services)
-    with TestClient(create_app(services), base_url="http://testserver") as client:
-        client.auth = httpx.BasicAuth("x", key)
-        yield ApiUser(account_id, key, client)
-
 
 ClientFactory = Callable[..., TestClient]
 
