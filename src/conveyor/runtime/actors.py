@@ -7,7 +7,7 @@ that tests and processes can hold several independent runtimes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -63,9 +63,10 @@ def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService
         # receiver never holds up batch work.
         Step.DELIVER: (webhooks.deliver, WEBHOOK_QUEUE),
     }
-    for step, (run, queue) in steps.items():
+    runners = {step: run for step, (run, _queue) in steps.items()}
+    for step, (_run, queue) in steps.items():
         dispatcher.actors[step] = dramatiq.Actor(
-            _actor_body(run, dispatcher),
+            _actor_body(step, runners, dispatcher),
             broker=broker,
             actor_name=f"conveyor.batch.{step.value}",
             queue_name=queue,
@@ -75,11 +76,35 @@ def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService
     return dispatcher
 
 
+# A batch's next stage after preprocessing, and after its last chunk, runs straight on in
+# the same worker call. Re-queued, each would wait behind other batches' chunks, so a small
+# batch would queue three times; a chunk after a chunk is still re-queued (fairness).
+CONTINUE_INLINE = frozenset({(Step.PREPROCESS, Step.WORK), (Step.WORK, Step.FINALIZE)})
+
+
 def _actor_body(
-    run: Callable[[str], list[FollowUp]], dispatcher: Dispatcher
+    step: Step,
+    runners: Mapping[Step, Callable[[str], list[FollowUp]]],
+    dispatcher: Dispatcher,
 ) -> Callable[[str], None]:
     def body(target_id: str) -> None:
-        dispatcher.send(run(target_id))
+        current, follow_ups = step, runners[step](target_id)
+        while (index := _inline_index(current, target_id, follow_ups)) is not None:
+            continuation = follow_ups.pop(index)
+            dispatcher.send(follow_ups)  # the rest first, so other workers start meanwhile
+            current, follow_ups = continuation.step, runners[continuation.step](target_id)
+        dispatcher.send(follow_ups)
 
-    body.__name__ = run.__name__
+    body.__name__ = runners[step].__name__
     return body
+
+
+def _inline_index(current: Step, target_id: str, follow_ups: list[FollowUp]) -> int | None:
+    for index, follow_up in enumerate(follow_ups):
+        if (
+            (current, follow_up.step) in CONTINUE_INLINE
+            and follow_up.target_id == target_id
+            and follow_up.delay_seconds == 0
+        ):
+            return index
+    return None
