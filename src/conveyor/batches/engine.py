@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from conveyor.batches import store, webhook_store
 from conveyor.batches.executor import run_group
@@ -27,6 +27,7 @@ from conveyor.marketing.routing import Account, RouteTable
 from conveyor.settings import BatchSettings
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
+from conveyor.storage.tables import batches
 
 log = logging.getLogger("conveyor.batches")
 
@@ -171,8 +172,9 @@ class BatchEngine:
             batch_id, summary.results, summary.errored, summary.files,
         )  # fmt: skip
         # The archive now holds every result: the rows have served their purpose.
-        self.drop_rows(batch_id, "operations")
-        self.drop_rows(batch_id, "results")
+        self._drop_batch_rows(batch_id)
+        with self.database.write() as conn:
+            store.rows_dropped(conn, batch_id)
         return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries]
 
     @contextmanager
@@ -221,20 +223,26 @@ class BatchEngine:
     # --- removal -------------------------------------------------------------------------
 
     def delete(self, batch_id: str) -> None:
-        """Stop the batch and remove everything it has; in-flight groups fail their CAS."""
+        """Stop the batch and remove everything it has; in-flight groups fail their CAS.
+
+        The batch row goes last, so a crash half-way leaves it (hidden, `deleting`) for the
+        sweep to finish the job, never rows that nothing points to.
+        """
         with self.database.write() as conn:
-            key = store.delete_batch_rows(conn, batch_id)
+            key = store.mark_deleting(conn, batch_id)
         if key:
             self.blobs.delete(key)
-        self.drop_rows(batch_id, "operations")
-        self.drop_rows(batch_id, "results")
+        self._drop_batch_rows(batch_id)
+        with self.database.write() as conn:
+            store.remove_batch_row(conn, batch_id)
 
-    def drop_rows(self, batch_id: str, table: str) -> None:
+    def _drop_batch_rows(self, batch_id: str) -> None:
         # Small transactions: a million-row delete must not hold the SQLite writer for seconds.
-        while True:
-            with self.database.write() as conn:
-                if store.delete_page(conn, table, batch_id, 5_000) == 0:
-                    return
+        for table in ("operations", "results"):
+            while True:
+                with self.database.write() as conn:
+                    if store.delete_page(conn, table, batch_id, 5_000) == 0:
+                        break
 
     def discard_ingest(self, batch_id: str) -> None:
         self.delete(batch_id)
@@ -282,25 +290,23 @@ class BatchEngine:
             self.delete(batch_id)
         return len(stale)
 
-    def drop_orphaned_rows(self) -> int:
-        """Drop operation and result rows that no unfinished batch needs; returns batches.
-
-        `delete` and `finalize` drop these rows in pages after the batch row is gone or
-        finished, so a crash in between strands them where neither retention nor any request
-        can reach them. Run where nothing else touches the database (one-process start-up):
-        the query scans the tables' keys.
-        """
-        cleaned = 0
-        for table in ("operations", "results"):
-            while True:
-                with self.database.read() as conn:
-                    batch_ids = store.orphaned_batch_ids(conn, table)
-                if not batch_ids:
-                    break
-                for batch_id in batch_ids:
-                    self.drop_rows(batch_id, table)
-                cleaned += len(batch_ids)
-        return cleaned
+    def finish_cleanups(self, *, idle_seconds: float, now: float | None = None) -> int:
+        """Finish deletes and row drops that a crash interrupted; returns how many."""
+        now = time.time() if now is None else now
+        with self.database.read() as conn:
+            pending = store.pending_cleanups(conn, now - idle_seconds)
+        for batch_id in pending:
+            with self.database.read() as conn:
+                batch = conn.execute(
+                    select(batches.c.status).where(batches.c.id == batch_id)
+                ).scalar()
+            if batch == store.DELETING:
+                self.delete(batch_id)
+            else:
+                self._drop_batch_rows(batch_id)
+                with self.database.write() as conn:
+                    store.rows_dropped(conn, batch_id)
+        return len(pending)
 
 
 def _records(rows: Iterator[tuple[int, str | None, str]]) -> Iterator[ResultRecord]:

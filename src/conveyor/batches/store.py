@@ -25,6 +25,8 @@ from conveyor.storage.tables import (
 )
 
 INGESTING = "ingesting"  # internal: never shown; the batch does not exist for clients yet
+DELETING = "deleting"  # internal: being removed; gone for clients, its rows still going
+HIDDEN = (INGESTING, DELETING)
 UNSTARTED = (BatchStatus.PENDING.value, BatchStatus.PREPROCESSING.value)
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
@@ -133,7 +135,7 @@ def count_unstarted(conn: Connection, account_pk: int) -> int:
 
 
 def get_batch(conn: Connection, batch_id: str, account_pk: int | None = None) -> BatchRow | None:
-    condition = and_(batches.c.id == batch_id, batches.c.status != INGESTING)
+    condition = and_(batches.c.id == batch_id, batches.c.status.not_in(HIDDEN))
     if account_pk is not None:
         condition = and_(condition, batches.c.account_pk == account_pk)
     row = conn.execute(select(*_BATCH_COLUMNS).where(condition)).first()
@@ -145,7 +147,7 @@ def list_batches(
 ) -> tuple[list[BatchRow], int]:
     condition = and_(
         batches.c.account_pk == account_pk,
-        batches.c.status != INGESTING,
+        batches.c.status.not_in(HIDDEN),
         batches.c.submitted_ts >= since_ts,
     )
     total = conn.execute(select(func.count()).select_from(batches).where(condition)).scalar_one()
@@ -426,6 +428,7 @@ def finish(conn: Connection, batch_id: str, archive_key: str) -> bool:
             completed_at=now_iso(),
             archive_key=archive_key,
             updated_ts=time.time(),
+            rows_pending=True,
         )
     )
     return bool(result.rowcount)
@@ -434,17 +437,49 @@ def finish(conn: Connection, batch_id: str, archive_key: str) -> bool:
 # --- removal -------------------------------------------------------------------------------
 
 
-def delete_batch_rows(conn: Connection, batch_id: str) -> str | None:
-    """Remove the batch row and its chunks; returns the archive key to delete, if any."""
+def mark_deleting(conn: Connection, batch_id: str) -> str | None:
+    """Hide the batch and stop its work; returns its archive key. Rows are removed after.
+
+    Chunks go first: a running group holds its chunk row until it commits and then updates
+    the batch row, so this order waits for it instead of deadlocking with it, and the
+    group's compare-and-set finds no chunk afterwards.
+    """
     key = conn.execute(select(batches.c.archive_key).where(batches.c.id == batch_id)).scalar()
-    # Chunks go first: a running group holds its chunk row until it commits and then
-    # updates the batch row, so this order waits for it instead of deadlocking with it.
+    conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
+    conn.execute(
+        update(batches)
+        .where(batches.c.id == batch_id)
+        .values(status=DELETING, rows_pending=True, updated_ts=time.time())
+    )
+    return key
+
+
+def remove_batch_row(conn: Connection, batch_id: str) -> None:
+    # Chunks once more: on PostgreSQL, chunks planned by a preprocess that committed while
+    # `mark_deleting` waited for it were invisible to its delete.
     conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
     conn.execute(delete(batches).where(batches.c.id == batch_id))
-    # Once more: on PostgreSQL, chunks planned by a preprocess that committed while the
-    # batch row delete waited for it were invisible to the first delete.
-    conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
-    return key
+
+
+def rows_dropped(conn: Connection, batch_id: str) -> None:
+    conn.execute(update(batches).where(batches.c.id == batch_id).values(rows_pending=False))
+
+
+def pending_cleanups(conn: Connection, updated_before: float, limit: int = 100) -> list[str]:
+    """Batches being deleted, or finished with rows still to drop, idle since a crash."""
+    return list(
+        conn.execute(
+            select(batches.c.id)
+            .where(
+                and_(
+                    batches.c.rows_pending.is_(True),
+                    batches.c.updated_ts <= updated_before,
+                    batches.c.status.in_([DELETING, BatchStatus.FINISHED.value]),
+                )
+            )
+            .limit(limit)
+        ).scalars()
+    )
 
 
 def delete_page(conn: Connection, table_name: str, batch_id: str, limit: int) -> int:
@@ -468,19 +503,6 @@ def delete_page(conn: Connection, table_name: str, batch_id: str, limit: int) ->
         delete(table).where(and_(table.c.batch_id == batch_id, table.c.seq <= upper))
     )
     return int(result.rowcount)
-
-
-def orphaned_batch_ids(conn: Connection, table_name: str, limit: int = 100) -> list[str]:
-    """Batch ids that still have operation/result rows but no live use for them."""
-    table = batch_operations if table_name == "operations" else batch_results
-    live = select(batches.c.id).where(batches.c.status.not_in([BatchStatus.FINISHED.value]))
-    if table_name == "results":
-        live = select(batches.c.id).where(batches.c.status != BatchStatus.FINISHED.value)
-    return list(
-        conn.execute(
-            select(table.c.batch_id).distinct().where(table.c.batch_id.not_in(live)).limit(limit)
-        ).scalars()
-    )
 
 
 def sweep_candidates(conn: Connection, older_than: float) -> list[tuple[str, str]]:

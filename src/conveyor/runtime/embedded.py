@@ -31,7 +31,7 @@ class EmbeddedRuntime:
         # previous process, so resume it at once instead of waiting for leases to expire.
         discarded = engine.discard_all_ingests()
         released = engine.release_leases()
-        orphaned = engine.drop_orphaned_rows()
+        orphaned = engine.finish_cleanups(idle_seconds=0)
         if discarded or released or orphaned:
             log.info(
                 "recovered after restart: %d partial upload(s) discarded, %d chunk(s) resumed, "

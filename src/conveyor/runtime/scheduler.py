@@ -37,6 +37,9 @@ class Scheduler:
         purged = self.engine.purge_expired()
         if purged:
             log.info("retention: purged %d batch(es)", purged)
+        cleaned = self.engine.finish_cleanups(idle_seconds=idle)
+        if cleaned:
+            log.info("finished the interrupted cleanup of %d batch(es)", cleaned)
 
     def run_forever(self) -> None:
         while not self._stop.wait(self.interval_seconds):

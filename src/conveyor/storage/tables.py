@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # Identity columns must be INTEGER on SQLite to alias ROWID (autoincrement) and BIGINT elsewhere.
@@ -145,7 +146,12 @@ batches = Table(
     Column("updated_ts", Float, nullable=False),
     Column("api_root", String(500), nullable=False),
     Column("archive_key", String(200), nullable=True),
+    # True from the moment a batch finishes until its operation and result rows (no longer
+    # needed once the archive holds them) are dropped: a crash in between leaves a marker
+    # that the sweep finds by index, instead of rows nothing points to.
+    Column("rows_pending", Boolean, nullable=False, server_default=false()),
     Index("ix_batches_account_status", "account_pk", "status"),
+    Index("ix_batches_rows_pending", "rows_pending", "updated_ts"),
     Index("ix_batches_status_updated", "status", "updated_ts"),
     Index("ix_batches_submitted", "submitted_ts"),
 )
