@@ -85,7 +85,7 @@ def _run_get(
     api_root: str,
     page_size: int,
 ) -> list[OperationResult]:
-    if "count" in query:
+    if "count" in query or not routes.may_be_collection(path):
         reply = _get(conn, routes, account, path, query, api_root)
         return [OperationResult(reply.status, encode_body(reply.body))]
     # Without `count`, the real service pages through the whole collection.

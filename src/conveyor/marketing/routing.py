@@ -140,7 +140,15 @@ class RouteTable:
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         if "\x00" in path:  # no id holds one, and PostgreSQL refuses it as a parameter
             raise problems.not_found()
-        parts = [s for s in path.strip("/").split("/") if s]
+        best, params = self._best([s for s in path.strip("/").split("/") if s])
+        if best is None:
+            raise problems.not_found()
+        handler = best.handlers.get(method)
+        if handler is None:
+            raise problems.method_not_allowed()
+        return handler, params
+
+    def _best(self, parts: list[str]) -> tuple[_Route | None, dict[str, str]]:
         best: _Route | None = None
         best_params: dict[str, str] = {}
         for route in self._by_length.get(len(parts), ()):
@@ -150,12 +158,15 @@ class RouteTable:
             # A literal segment beats a placeholder (e.g. `actions/delete-permanent`).
             if best is None or _literal_count(route) > _literal_count(best):
                 best, best_params = route, params
-        if best is None:
-            raise problems.not_found()
-        handler = best.handlers.get(method)
-        if handler is None:
-            raise problems.method_not_allowed()
-        return handler, best_params
+        return best, best_params
+
+    def may_be_collection(self, path: str) -> bool:
+        """False for a path that names one resource (its route ends in a placeholder), so a
+        batch GET of it needs no paging attempt; an unknown path answers True."""
+        route, _params = self._best([s for s in path.strip("/").split("/") if s])
+        if route is None:
+            return True
+        return bool(route.segments) and not route.segments[-1].startswith("{")
 
     def patterns(self) -> list[tuple[str, list[str]]]:
         return [
