@@ -6,6 +6,7 @@ import itertools
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor.batches.engine import FollowUp, Step
@@ -27,17 +28,27 @@ from tests.batches.support import (
 from tests.conftest import ApiUser
 
 
-def _mixed_operations(list_id: str) -> list[dict[str, Any]]:
+def _seeded_list(client: httpx.Client) -> str:
+    """A list holding user0..user29 before the batch: operations run in any order, so what
+    a batch reads or collides with must not be written by the same batch."""
+    seeded = create_list(client)
+    for operation in member_posts(seeded, 30):
+        response = client.post(f"/3.0/lists/{seeded}/members", content=operation["body"])
+        assert response.status_code == 200, response.text
+    return seeded
+
+
+def _mixed_operations(list_id: str, seeded: str) -> list[dict[str, Any]]:
     operations = member_posts(list_id, 30)
     operations += [
         # Errored ones: a fake address, a duplicate, an unknown route.
         {"method": "POST", "path": f"lists/{list_id}/members", "operation_id": "fake",
          "body": {"email_address": "nope", "status": "subscribed"}},
-        {"method": "POST", "path": f"lists/{list_id}/members", "operation_id": "duplicate",
+        {"method": "POST", "path": f"lists/{seeded}/members", "operation_id": "duplicate",
          "body": {"email_address": "user0@example.org", "status": "subscribed"}},
         {"method": "GET", "path": "no/such/route", "operation_id": "unknown"},
         # A paged GET: 30 members in pages of 10 → 3 results, 2 more operations.
-        {"method": "GET", "path": f"lists/{list_id}/members", "operation_id": "pages"},
+        {"method": "GET", "path": f"lists/{seeded}/members", "operation_id": "pages"},
         {"method": "GET", "path": "lists"},
     ]  # fmt: skip
     return operations
@@ -49,7 +60,7 @@ def test_status_only_moves_forward_and_counters_never_decrease(
     """Every step of the life cycle, run by hand, observed through the API after each."""
     client = api.client
     list_id = create_list(client)
-    batch = submit(client, _mixed_operations(list_id))
+    batch = submit(client, _mixed_operations(list_id, _seeded_list(client)))
     seen = [batch]
 
     def observe(_step: FollowUp) -> None:
@@ -77,7 +88,7 @@ def test_status_only_moves_forward_and_counters_never_decrease(
 def test_counters_equal_the_archive(batch_api: ApiUser, runtime: EmbeddedRuntime) -> None:
     client = batch_api.client
     list_id = create_list(client)
-    operations = _mixed_operations(list_id)
+    operations = _mixed_operations(list_id, _seeded_list(client))
     batch = submit(client, operations)
     runtime.join()
     done = get_batch(client, batch["id"])
