@@ -616,8 +616,13 @@ def test_api_killed_while_ingesting_leaves_nothing_half_stored(
             items = ",".join([template % {"i": i} for i in range(first, first + INGEST_SLICE)])
             yield (items if first == 0 else "," + items).encode()
             if first == kill_at:
+                # Mid-body: wait until the server has stored a page (it may lag behind what
+                # was sent), so that the kill lands on a partly stored upload.
+                deadline = time.monotonic() + 30
+                while ingest_state(deployment)[1] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 stored_at_kill.append(ingest_state(deployment))
-                deployment.apis[0].kill()  # mid-body: part of it is stored, part not sent
+                deployment.apis[0].kill()
             time.sleep(0.005)  # slow enough that the server stores pages as it goes
         yield b"]}"
 
