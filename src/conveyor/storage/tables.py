@@ -81,8 +81,12 @@ members = Table(
     Column("data", JSON, nullable=False),
     Column("last_changed", String(32), nullable=False),
     UniqueConstraint("list_pk", "subscriber_hash", name="uq_members_list_hash"),
-    Index("ix_members_list_status", "list_pk", "status", "web_id"),
-    Index("ix_members_contact", "list_pk", "contact_id"),
+    # The only index that leads with list_pk is the unique one: on a fresh PostgreSQL table
+    # (no statistics yet) the planner otherwise picked a list_pk-leading index for the
+    # member lookup and read the whole list for every operation.
+    Index("ix_members_status_list", "status", "list_pk", "web_id"),
+    Index("ix_members_contact", "contact_id", "list_pk"),
+    Index("ix_members_account_status", "account_pk", "status"),
 )
 
 tags = Table(
