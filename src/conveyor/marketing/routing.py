@@ -114,8 +114,13 @@ class _Route:
 @dataclass
 class RouteTable:
     _by_length: dict[int, list[_Route]] = field(default_factory=dict)
+    # Path → its route and parameters: a batch group sends the same path hundreds of times.
+    _resolved: dict[str, tuple[_Route | None, dict[str, str]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self._resolved.clear()
         segments = tuple(s for s in pattern.strip("/").split("/") if s)
         routes = self._by_length.setdefault(len(segments), [])
         for route in routes:
@@ -140,13 +145,19 @@ class RouteTable:
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         if "\x00" in path:  # no id holds one, and PostgreSQL refuses it as a parameter
             raise problems.not_found()
-        best, params = self._best([s for s in path.strip("/").split("/") if s])
+        found = self._resolved.get(path)
+        if found is None:
+            found = self._best([s for s in path.strip("/").split("/") if s])
+            if len(self._resolved) >= 4096:  # paths naming members are mostly seen once
+                self._resolved.clear()
+            self._resolved[path] = found
+        best, params = found
         if best is None:
             raise problems.not_found()
         handler = best.handlers.get(method)
         if handler is None:
             raise problems.method_not_allowed()
-        return handler, params
+        return handler, dict(params)  # the caller's own copy
 
     def _best(self, parts: list[str]) -> tuple[_Route | None, dict[str, str]]:
         best: _Route | None = None
