@@ -314,6 +314,7 @@ def drive(
         Step.PREPROCESS: engine.preprocess,
         Step.WORK: engine.work,
         Step.FINALIZE: engine.finalize,
+        Step.CLEANUP: engine.cleanup,
         Step.DELIVER: services.webhooks.deliver,
     }
     queue = deque(first if first is not None else [FollowUp(Step.PREPROCESS, batch_id)])

@@ -36,6 +36,7 @@ class Step(StrEnum):
     PREPROCESS = "preprocess"
     WORK = "work"
     FINALIZE = "finalize"
+    CLEANUP = "cleanup"
     DELIVER = "deliver"
 
 
@@ -171,11 +172,25 @@ class BatchEngine:
             "batch %s finished: %d results (%d errored) in %d file(s)",
             batch_id, summary.results, summary.errored, summary.files,
         )  # fmt: skip
-        # The archive now holds every result: the rows have served their purpose.
+        # Webhooks go out first; the rows, which the archive now holds, are dropped after, in
+        # a step of their own (`rows_pending` keeps it from being forgotten).
+        return [
+            *(FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries),
+            FollowUp(Step.CLEANUP, batch_id),
+        ]
+
+    def cleanup(self, batch_id: str) -> list[FollowUp]:
+        """Drop a finished batch's operation and result rows (no-op for any other batch)."""
+        with self.database.read() as conn:
+            state = conn.execute(
+                select(batches.c.status, batches.c.rows_pending).where(batches.c.id == batch_id)
+            ).first()
+        if state is None or state.status != BatchStatus.FINISHED.value or not state.rows_pending:
+            return []
         self._drop_batch_rows(batch_id)
         with self.database.write() as conn:
             store.rows_dropped(conn, batch_id)
-        return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries]
+        return []
 
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
@@ -303,9 +318,7 @@ class BatchEngine:
             if batch == store.DELETING:
                 self.delete(batch_id)
             else:
-                self._drop_batch_rows(batch_id)
-                with self.database.write() as conn:
-                    store.rows_dropped(conn, batch_id)
+                self.cleanup(batch_id)
         return len(pending)
 
 

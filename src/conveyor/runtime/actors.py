@@ -59,6 +59,7 @@ def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService
         Step.PREPROCESS: (engine.preprocess, QUEUE),
         Step.WORK: (engine.work, QUEUE),
         Step.FINALIZE: (engine.finalize, QUEUE),
+        Step.CLEANUP: (engine.cleanup, QUEUE),
         # Deliveries wait on other people's servers: their own queue and threads, so a slow
         # receiver never holds up batch work.
         Step.DELIVER: (webhooks.deliver, WEBHOOK_QUEUE),
