@@ -7,13 +7,16 @@
 
 The process gets its own data dir and a free port on 127.0.0.1; its stdout and stderr go to
 files beside the data dir (one pair per start), so a full pipe can never stall it and a
-failing test can show what the server said. `CONVEYOR_*` variables of the calling
-environment are not inherited (a developer's CONVEYOR_DATABASE_URL must not redirect a test
-server); pass what a test needs as `env`.
+failing test can show what the server said. It is killed when the object is closed (the
+fixtures do that) and, on Linux, when the thread that started it dies, so a test run that
+is itself killed leaves no server behind: start servers from the main thread.
+`CONVEYOR_*` variables of the calling environment are not inherited (a developer's
+CONVEYOR_DATABASE_URL must not redirect a test server); pass what a test needs as `env`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -46,6 +49,14 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGKILL when the parent dies, so that a test
+    run that is itself killed leaves no server behind (elsewhere: nothing is asked)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
 
 
 def conveyor_command(*args: str) -> list[str]:
@@ -151,6 +162,7 @@ class ServerProcess:
                 stderr=err,
                 env=child_env(self.env),
                 start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for it
+                preexec_fn=_die_with_parent,
             )
         try:
             self.wait_ready()
