@@ -15,6 +15,7 @@ from conveyor.domain.batch_status import BatchStatus
 from conveyor.domain.chunking import plan_chunks
 from conveyor.domain.ids import hex_id, now_iso
 from conveyor.domain.operations import Operation
+from conveyor.storage.fast import RawStatement
 from conveyor.storage.tables import (
     accounts_table,
     api_keys,
@@ -87,14 +88,18 @@ def create_ingesting(conn: Connection, account_pk: int, api_root: str) -> str:
     return batch_id
 
 
-_INSERT_OPERATION = insert(batch_operations)
+_OPERATION_COLUMNS = ("batch_id", "seq", "method", "path", "params", "body", "operation_id")
+# Ingest and the executor move millions of these rows: DBAPI executemany, not Core's.
+_INSERT_OPERATION = RawStatement(
+    insert(batch_operations).values({name: bindparam(name) for name in _OPERATION_COLUMNS})
+)
 
 
 def insert_operations(
     conn: Connection, batch_id: str, first_seq: int, operations: Sequence[Operation]
 ) -> None:
-    conn.execute(
-        _INSERT_OPERATION,
+    _INSERT_OPERATION.run_many(
+        conn,
         [
             {
                 "batch_id": batch_id,
@@ -340,30 +345,47 @@ def release_claim(conn: Connection, claim: Claim) -> bool:
     return bool(result.rowcount)
 
 
-def load_operations(conn: Connection, batch_id: str, start: int, stop: int) -> list[Any]:
-    return list(
-        conn.execute(
-            select(
-                batch_operations.c.seq,
-                batch_operations.c.method,
-                batch_operations.c.path,
-                batch_operations.c.params,
-                batch_operations.c.body,
-                batch_operations.c.operation_id,
-            )
-            .where(
-                and_(
-                    batch_operations.c.batch_id == batch_id,
-                    batch_operations.c.seq >= start,
-                    batch_operations.c.seq < stop,
-                )
-            )
-            .order_by(batch_operations.c.seq)
-        ).all()
+_LOAD_OPERATIONS = RawStatement(
+    select(
+        batch_operations.c.seq,
+        batch_operations.c.method,
+        batch_operations.c.path,
+        batch_operations.c.params,
+        batch_operations.c.body,
+        batch_operations.c.operation_id,
     )
+    .where(
+        and_(
+            batch_operations.c.batch_id == bindparam("batch_id"),
+            batch_operations.c.seq >= bindparam("start"),
+            batch_operations.c.seq < bindparam("stop"),
+        )
+    )
+    .order_by(batch_operations.c.seq)
+)
 
 
-_INSERT_RESULT = insert(batch_results)
+@dataclass(frozen=True, slots=True)
+class StoredOperation:
+    seq: int
+    method: str
+    path: str
+    params: str | None
+    body: str | None
+    operation_id: str | None
+
+
+def load_operations(
+    conn: Connection, batch_id: str, start: int, stop: int
+) -> list[StoredOperation]:
+    rows = _LOAD_OPERATIONS.all(conn, {"batch_id": batch_id, "start": start, "stop": stop})
+    return [StoredOperation(*row) for row in rows]
+
+
+_RESULT_COLUMNS = ("batch_id", "seq", "page", "status_code", "operation_id", "response")
+_INSERT_RESULT = RawStatement(
+    insert(batch_results).values({name: bindparam(name) for name in _RESULT_COLUMNS})
+)
 _COUNT_RESULTS = (
     update(batches)
     .where(batches.c.id == bindparam("b_id"))
@@ -384,8 +406,7 @@ def record_results(
     errored: int,
     extra_pages: int,
 ) -> None:
-    if rows:
-        conn.execute(_INSERT_RESULT, rows)
+    _INSERT_RESULT.run_many(conn, rows)
     conn.execute(
         _COUNT_RESULTS,
         {

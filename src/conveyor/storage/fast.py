@@ -58,6 +58,20 @@ class RawStatement:
         finally:
             cursor.close()
 
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One statement, many parameter sets: the DBAPI's executemany."""
+        if not rows:
+            return
+        sql, positions = self._sql(conn.dialect)
+        cursor = conn.connection.cursor()
+        try:
+            if positions is None:
+                cursor.executemany(sql, rows)
+            else:
+                cursor.executemany(sql, [tuple(row[name] for name in positions) for row in rows])
+        finally:
+            cursor.close()
+
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
         cursor = self.execute(conn, params)
         try:
