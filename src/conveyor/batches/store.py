@@ -9,12 +9,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from conveyor.domain.batch_status import BatchStatus
 from conveyor.domain.chunking import plan_chunks
 from conveyor.domain.ids import hex_id, now_iso
 from conveyor.domain.operations import Operation
+from conveyor.storage.database import Database
 from conveyor.storage.fast import RawStatement
 from conveyor.storage.tables import (
     accounts_table,
@@ -145,6 +157,41 @@ def get_batch(conn: Connection, batch_id: str, account_pk: int | None = None) ->
         condition = and_(condition, batches.c.account_pk == account_pk)
     row = conn.execute(select(*_BATCH_COLUMNS).where(condition)).first()
     return None if row is None else BatchRow(**row._mapping)
+
+
+_OWN_BATCH = RawStatement(
+    select(*_BATCH_COLUMNS).where(
+        and_(
+            batches.c.id == bindparam("batch_id"),
+            batches.c.account_pk == bindparam("account_pk"),
+            # Literal: a RawStatement passes only the parameters it is given.
+            batches.c.status.not_in([literal_column(f"'{status}'") for status in HIDDEN]),
+        )
+    )
+)
+
+
+def read_own_batch(database: Database, batch_id: str, account_pk: int) -> BatchRow | None:
+    """The status read clients poll: one indexed row on a pooled DBAPI connection, without a
+    SQLAlchemy transaction around it (its connect and BEGIN cost more than the query)."""
+    raw = database.reader.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            sql, positions = _OWN_BATCH._sql(database.reader.dialect)
+            params = {"batch_id": batch_id, "account_pk": account_pk}
+            if positions is None:
+                cursor.execute(sql, params)
+            else:
+                cursor.execute(sql, tuple(params[name] for name in positions))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        if not database.is_sqlite:
+            raw.rollback()  # psycopg opened a transaction for the SELECT: end it
+    finally:
+        raw.close()
+    return None if row is None else BatchRow(*row)
 
 
 def list_batches(
