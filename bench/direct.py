@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.sql import ClauseElement
+from tests.conftest import LIST_BODY
 
 from bench.report import Figure, print_table, write_json
 from conveyor.marketing.routing import Account, invoke
@@ -41,25 +42,6 @@ from conveyor.storage.tables import lists, members, merge_fields
 
 API_ROOT = "http://127.0.0.1:8000/3.0"
 DIRECT_TARGET = 10_000.0
-LIST_BODY: dict[str, Any] = {
-    "name": "Bench",
-    "permission_reminder": "You signed up for the benchmark.",
-    "email_type_option": False,
-    "contact": {
-        "company": "Acme",
-        "address1": "1 Main St",
-        "city": "Springfield",
-        "state": "IL",
-        "zip": "62701",
-        "country": "US",
-    },
-    "campaign_defaults": {
-        "from_name": "Acme",
-        "from_email": "news@acme.org",
-        "subject": "News",
-        "language": "en",
-    },
-}
 
 # The statements of `add_member` for a new address (see marketing/member_store.py).
 LIST_CONTEXT = (

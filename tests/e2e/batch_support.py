@@ -17,30 +17,11 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess
 
 STATUS_ORDER = ("pending", "preprocessing", "started", "finalizing", "finished")
 POLL_INTERVAL = 0.02  # short: the fairness and seed timings include the last poll's wait
-
-LIST_BODY: dict[str, Any] = {
-    "name": "Batch e2e",
-    "permission_reminder": "You signed up on our site.",
-    "email_type_option": False,
-    "contact": {
-        "company": "Acme",
-        "address1": "1 Main St",
-        "city": "Springfield",
-        "state": "IL",
-        "zip": "62701",
-        "country": "US",
-    },
-    "campaign_defaults": {
-        "from_name": "Acme",
-        "from_email": "news@acme.org",
-        "subject": "News",
-        "language": "en",
-    },
-}
 
 
 def md5(email: str) -> str:

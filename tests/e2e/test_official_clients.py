@@ -18,29 +18,11 @@ from mailchimp3 import MailChimp
 from mailchimp3.mailchimpclient import MailChimpError
 from mailchimp_marketing.api_client import ApiClientError
 
+from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-LIST_BODY: dict[str, Any] = {
-    "name": "Newsletter",
-    "permission_reminder": "You signed up on our site.",
-    "email_type_option": False,
-    "contact": {
-        "company": "Acme",
-        "address1": "1 Main St",
-        "city": "Springfield",
-        "state": "IL",
-        "zip": "62701",
-        "country": "US",
-    },
-    "campaign_defaults": {
-        "from_name": "Acme",
-        "from_email": "news@acme.org",
-        "subject": "News",
-        "language": "en",
-    },
-}
 PING = {"health_status": "Everything's Chimpy!"}
 
 

@@ -13,21 +13,13 @@ import httpx
 import mailchimp_marketing
 import pytest
 
+from tests.conftest import LIST_BODY
 from tests.e2e.conftest import StartServer
 from tests.e2e.server import ServerProcess
 from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.e2e
 
-LIST_BODY: dict[str, Any] = {
-    "name": "Hooks",
-    "permission_reminder": "You signed up.",
-    "email_type_option": False,
-    "contact": {"company": "Acme", "address1": "1 Main St", "city": "Springfield",
-                "state": "IL", "zip": "62701", "country": "US"},
-    "campaign_defaults": {"from_name": "Acme", "from_email": "news@acme.org",
-                          "subject": "News", "language": "en"},
-}  # fmt: skip
 FAST_RETRIES = {
     "CONVEYOR_BATCH_WEBHOOK_FIRST_RETRY_SECONDS": "0.5",
     "CONVEYOR_BATCH_WEBHOOK_TIMEOUT_SECONDS": "2",
