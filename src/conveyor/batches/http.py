@@ -33,6 +33,7 @@ from conveyor.http.api import ApiGate, new_request_id
 from conveyor.http.responses import problem_response, reply_response
 from conveyor.marketing.common import paging
 from conveyor.marketing.routing import Account
+from conveyor.settings import BatchSettings
 
 log = logging.getLogger("conveyor.batches")
 
@@ -47,7 +48,7 @@ class BatchEndpoints:
     dispatch: Callable[[Iterable[FollowUp]], None]
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> BatchSettings:
         return self.gate.settings.batches
 
     def routes(self) -> list[Route]:
