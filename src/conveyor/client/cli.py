@@ -87,6 +87,25 @@ def wait_options(func: F) -> F:
     )(func)
 
 
+def csv_options(func: F) -> F:
+    """How to read the input CSV and where to write the results one, for import and results."""
+    func = click.option(
+        "--encoding",
+        default="utf-8-sig",
+        show_default=True,
+        help="The CSV's text encoding (cp1252 for many Excel exports)",
+    )(func)
+    func = click.option(
+        "--delimiter", default=",", show_default=True, help="The CSV's field separator"
+    )(func)
+    return click.option(
+        "--out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Results CSV path [default: <input>.results.csv beside the input]",
+    )(func)
+
+
 def _stderr() -> Console:
     # Built per command: click's test runner swaps sys.stderr, and rich reads it when printing.
     return Console(stderr=True, highlight=False, soft_wrap=True)
@@ -439,19 +458,7 @@ def _finish_import(
     help="Status of addresses new to the list (existing members keep theirs)",
 )
 @click.option("--wait", is_flag=True, help="Wait, then write the results CSV")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Results CSV path [default: <input>.results.csv beside the input]",
-)
-@click.option("--delimiter", default=",", show_default=True, help="The CSV's field separator")
-@click.option(
-    "--encoding",
-    default="utf-8-sig",
-    show_default=True,
-    help="The CSV's text encoding (cp1252 for many Excel exports)",
-)
+@csv_options
 @wait_options
 @connection_options
 def members_import(
@@ -506,19 +513,7 @@ def members_import(
 @members.command("results")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("batch_id")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Results CSV path [default: <input>.results.csv beside the input]",
-)
-@click.option("--delimiter", default=",", show_default=True, help="The CSV's field separator")
-@click.option(
-    "--encoding",
-    default="utf-8-sig",
-    show_default=True,
-    help="The CSV's text encoding (cp1252 for many Excel exports)",
-)
+@csv_options
 @wait_options
 @connection_options
 def members_results(
