@@ -29,19 +29,17 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+from conveyor.marketing.member_store import _INSERT_MEMBER, _LIST_CONTEXT, _MEMBER_BY_HASH
 from tests.e2e.server import ServerProcess, free_port
 
 from bench.direct import LIST_BODY
 from bench.report import Figure, print_table, write_json
-from conveyor.batches import store
-from conveyor.batches.engine import FollowUp, Step
+from conveyor.composition import ensure_first_key, open_services
 from conveyor.domain.ids import hex_id, now_iso, subscriber_hash
 from conveyor.domain.operations import Operation
-from conveyor.marketing.member_store import _INSERT_MEMBER, _LIST_CONTEXT, _MEMBER_BY_HASH
+from conveyor.domain.steps import FollowUp, Step
 from conveyor.marketing.routing import invoke
-from conveyor.runtime.bootstrap import ensure_first_key, open_services
 from conveyor.settings import Settings
-from conveyor.storage import accounts
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -135,10 +133,10 @@ async def post_directly(server: ServerProcess, list_id: str, count: int, connect
 
 def upserts(count: int, workdir: Path) -> list[Figure]:
     services = open_services(Settings(data_dir=workdir / "upserts"))
-    first = ensure_first_key(services.database)
+    first = ensure_first_key(services)
     assert first is not None
     with services.database.read() as conn:
-        account = accounts.account_for_key(conn, first.key)
+        account = services.accounts.account_for_key(conn, first.key)
     assert account is not None
     with services.database.write() as conn:
         reply = invoke(
@@ -159,10 +157,12 @@ def upserts(count: int, workdir: Path) -> list[Figure]:
         for i in range(count)
     ]
     with services.database.write() as conn:
-        batch_id = store.create_ingesting(conn, account.pk, "http://127.0.0.1/3.0")
+        batch_id = services.batch_store.create_ingesting(conn, account.pk, "http://127.0.0.1/3.0")
         for start in range(0, count, 5000):
-            store.insert_operations(conn, batch_id, start, operations[start : start + 5000])
-        store.publish(conn, batch_id, count)
+            services.batch_store.insert_operations(
+                conn, batch_id, start, operations[start : start + 5000]
+            )
+        services.batch_store.publish(conn, batch_id, count)
 
     engine = services.engine
     steps = {Step.PREPROCESS: engine.preprocess, Step.WORK: engine.work}
@@ -175,7 +175,7 @@ def upserts(count: int, workdir: Path) -> list[Figure]:
         pending.extend(steps[follow_up.step](follow_up.target_id))
     engine_seconds = time.perf_counter() - started
     with services.database.read() as conn:
-        row = store.get_batch(conn, batch_id)
+        row = services.batch_store.get(conn, batch_id)
     assert row is not None and row.finished_operations == count, row
     engine_rate = count / engine_seconds
 

@@ -34,10 +34,10 @@ from sqlalchemy.sql import ClauseElement
 from tests.conftest import LIST_BODY
 
 from bench.report import Figure, print_table, write_json
-from conveyor.marketing.routing import Account, invoke
-from conveyor.runtime.bootstrap import Services, open_services
+from conveyor.composition import Services, open_services
+from conveyor.domain.accounts import Account
+from conveyor.marketing.routing import invoke
 from conveyor.settings import Settings
-from conveyor.storage import accounts
 from conveyor.storage.tables import lists, members, merge_fields
 
 API_ROOT = "http://127.0.0.1:8000/3.0"
@@ -96,8 +96,10 @@ class Setup:
 def prepare(data_dir: Path) -> Setup:
     services = open_services(Settings(data_dir=data_dir, secret="bench"))
     with services.database.write() as conn:
-        account_id = accounts.create_account(conn)
-        account = accounts.account_for_key(conn, accounts.create_key(conn, account_id))
+        account_id = services.accounts.create_account(conn)
+        account = services.accounts.account_for_key(
+            conn, services.accounts.create_key(conn, account_id)
+        )
         assert account is not None
         reply = invoke(
             services.routes, conn, account, "POST", "/lists", {}, orjson.dumps(LIST_BODY),

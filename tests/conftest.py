@@ -12,11 +12,11 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from conveyor.composition import Services, open_services
+from conveyor.domain.clock import OffsetClock
 from conveyor.http.app import create_app
-from conveyor.runtime.bootstrap import Services, open_services
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
 from conveyor.settings import Settings
-from conveyor.storage import accounts
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -64,8 +64,14 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    built = open_services(settings)
+def clock() -> OffsetClock:
+    """The services' clock: real time, moved forward by a test with `advance`."""
+    return OffsetClock()
+
+
+@pytest.fixture
+def services(settings: Settings, clock: OffsetClock) -> Iterator[Services]:
+    built = open_services(settings, clock=clock)
     yield built
     built.close()
 
@@ -84,8 +90,8 @@ class ApiUser:
 
 def new_account_key(services: Services) -> tuple[str, str]:
     with services.database.write() as conn:
-        account_id = accounts.create_account(conn)
-        return account_id, accounts.create_key(conn, account_id, "us1")
+        account_id = services.accounts.create_account(conn)
+        return account_id, services.accounts.create_key(conn, account_id, "us1")
 
 
 @pytest.fixture

@@ -45,14 +45,14 @@ def serve(**flags: Any) -> None:
     """Run the API and the background runtime in one process (the embedded default)."""
     import uvicorn
 
+    from conveyor.composition import ensure_first_key, open_services
     from conveyor.http.app import create_app
-    from conveyor.runtime.bootstrap import ensure_first_key, open_services
     from conveyor.runtime.embedded import embedded_runtime
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
     services = open_services(settings)
-    first = ensure_first_key(services.database)
+    first = ensure_first_key(services)
     base = settings.public_url or f"http://{settings.host}:{settings.port}"
     click.echo(f"Conveyor is serving the Marketing API at {base.rstrip('/')}/3.0", err=True)
     if first is not None:
@@ -85,8 +85,8 @@ def api(**flags: Any) -> None:
     """Run only the HTTP API; workers run elsewhere (`conveyor worker`)."""
     import uvicorn
 
+    from conveyor.composition import open_services
     from conveyor.http.app import create_app
-    from conveyor.runtime.bootstrap import open_services
     from conveyor.runtime.distributed import broker_dispatcher
 
     settings = _settings(**flags)
@@ -127,7 +127,7 @@ def worker(processes: int, threads: int, queues: str, prometheus_port: int, **fl
     import os
     import shutil
 
-    from conveyor.runtime.bootstrap import open_services
+    from conveyor.composition import open_services
     from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
 
     settings = _settings(**flags)
@@ -156,7 +156,7 @@ def worker(processes: int, threads: int, queues: str, prometheus_port: int, **fl
         env["dramatiq_prom_db"] = str(metrics_dir)
     selected = {"all": [QUEUE, WEBHOOK_QUEUE], "batches": [QUEUE], "webhooks": [WEBHOOK_QUEUE]}
     command = [
-        sys.executable, "-m", "dramatiq", "conveyor.runtime.worker_entry",
+        sys.executable, "-m", "dramatiq", "conveyor.worker_entry",
         "--processes", str(processes), "--threads", str(threads),
         "--queues", *selected[queues],
     ]  # fmt: skip
@@ -172,7 +172,7 @@ def scheduler(**flags: Any) -> None:
     import signal
     import threading
 
-    from conveyor.runtime.bootstrap import open_services
+    from conveyor.composition import open_services
     from conveyor.runtime.distributed import Lease, broker_dispatcher
     from conveyor.runtime.scheduler import Scheduler
 
@@ -189,7 +189,7 @@ def scheduler(**flags: Any) -> None:
         interval_seconds=batch.sweep_interval_seconds,
         idle_seconds=batch.sweep_idle_seconds,
     )
-    lease = Lease(services.database, "scheduler", seconds=batch.sweep_interval_seconds * 3)
+    lease = Lease(services.leases, "scheduler", seconds=batch.sweep_interval_seconds * 3)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -227,16 +227,17 @@ def keys() -> None:
 @with_database_options
 def keys_create(dc: str, account_id: str | None, **flags: Any) -> None:
     """Print one new key, for a new account unless --account is given."""
-    from conveyor.runtime.bootstrap import open_services
-    from conveyor.storage import accounts
+    from conveyor.composition import open_services
+    from conveyor.storage.accounts import UnknownAccount
 
     services = open_services(_settings(**flags))
+    accounts = services.accounts
     try:
         with services.database.write() as conn:
             if account_id is None:
                 account_id = accounts.create_account(conn)
             key = accounts.create_key(conn, account_id, dc)
-    except accounts.UnknownAccount as exc:
+    except UnknownAccount as exc:
         raise click.ClickException(f"no account {exc.args[0]}") from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
@@ -249,13 +250,12 @@ def keys_create(dc: str, account_id: str | None, **flags: Any) -> None:
 @with_database_options
 def keys_list(**flags: Any) -> None:
     """List keys (only a hint of each: keys are stored hashed)."""
-    from conveyor.runtime.bootstrap import open_services
-    from conveyor.storage import accounts
+    from conveyor.composition import open_services
 
     services = open_services(_settings(**flags))
     try:
         with services.database.read() as conn:
-            rows = accounts.list_keys(conn)
+            rows = services.accounts.list_keys(conn)
     finally:
         services.close()
     for info in rows:
@@ -268,13 +268,12 @@ def keys_list(**flags: Any) -> None:
 @with_database_options
 def keys_revoke(key: str, **flags: Any) -> None:
     """Revoke KEY; requests with it fail within seconds."""
-    from conveyor.runtime.bootstrap import open_services
-    from conveyor.storage import accounts
+    from conveyor.composition import open_services
 
     services = open_services(_settings(**flags))
     try:
         with services.database.write() as conn:
-            revoked = accounts.revoke_key(conn, key)
+            revoked = services.accounts.revoke_key(conn, key)
     finally:
         services.close()
     if not revoked:

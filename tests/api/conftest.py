@@ -10,8 +10,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from conveyor.composition import Services
 from conveyor.http.app import create_app
-from conveyor.runtime.bootstrap import Services
 from conveyor.settings import Limits
 
 ClientFactory = Callable[..., TestClient]
@@ -33,7 +33,7 @@ def make_client(services: Services) -> Iterator[ClientFactory]:
             settings = services.settings
             if limits is not None:
                 settings = replace(settings, limits=limits)
-            app = create_app(replace(services, settings=settings))
+            app = create_app(services.with_settings(settings))
             client = stack.enter_context(
                 TestClient(
                     app,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
 from conveyor.storage.tables import accounts_table, lists, members, merge_fields, tags
 from tests.api.spec import assert_shape
 from tests.conftest import LIST_BODY, ApiUser

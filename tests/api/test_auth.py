@@ -6,9 +6,8 @@ import base64
 
 import pytest
 
+from conveyor.composition import Services
 from conveyor.http import auth
-from conveyor.runtime.bootstrap import Services
-from conveyor.storage import accounts
 from tests.api.conftest import ClientFactory
 from tests.api.support import assert_json, assert_problem
 from tests.conftest import ApiUser, new_account_key
@@ -72,7 +71,7 @@ def test_revoked_key_stops_working(
 ) -> None:
     assert_json(api.client.get("/3.0/ping"))  # now cached by this app's key cache
     with services.database.write() as conn:
-        assert accounts.revoke_key(conn, api.key)
+        assert services.accounts.revoke_key(conn, api.key)
     # A fresh app has no cache: refused at once.
     assert_problem(make_client(api.key).get("/3.0/ping"), 401, "API Key Invalid")
     # The running app refuses it once its cache entry (a short TTL) has expired.
@@ -85,7 +84,7 @@ def test_second_key_of_an_account(
     api: ApiUser, services: Services, make_client: ClientFactory
 ) -> None:
     with services.database.write() as conn:
-        second = accounts.create_key(conn, api.account_id, "us6")
+        second = services.accounts.create_key(conn, api.account_id, "us6")
     body = assert_json(make_client(second).get("/3.0/"))
     assert body["account_id"] == api.account_id
 

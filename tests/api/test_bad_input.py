@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
 from tests.api.support import account_state, add_member, assert_json, assert_problem
 from tests.conftest import LIST_BODY, ApiUser
 

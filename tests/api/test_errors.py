@@ -7,12 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Connection
 
+from conveyor.composition import Services
 from conveyor.marketing import lists as lists_module
 from conveyor.marketing import members as members_module
-from conveyor.runtime.bootstrap import Services
 from conveyor.settings import Limits
-from conveyor.storage import accounts
 from tests.api.conftest import ClientFactory
 from tests.api.support import (
     account_state,
@@ -171,10 +171,14 @@ def test_500_in_a_list_create_writes_nothing(
     create_list(api)
     before = account_state(services, api.account_id)
 
-    def explode(*args: object) -> None:
+    store = services.marketing_stores.lists
+    real_create = store.create
+
+    def explode(conn: Connection, account_pk: int, name: str, data: object, fields: object) -> str:
+        real_create(conn, account_pk, name, data, [])  # type: ignore[arg-type]
         raise RuntimeError("after the list row, before its merge fields")
 
-    monkeypatch.setattr(lists_module, "default_merge_field_data", explode)
+    monkeypatch.setattr(store, "create", explode)
     assert_problem(api.client.post("/3.0/lists", json=LIST_BODY), 500, "InternalServerError")
     assert account_state(services, api.account_id) == before
 
@@ -207,12 +211,12 @@ def test_500_midway_through_batch_subscribe_writes_nothing(
 
 
 def test_exception_outside_the_handlers_is_a_500_problem(
-    api: ApiUser, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    api: ApiUser, services: Services, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def explode(*args: object) -> None:
         raise RuntimeError("database unreachable")
 
-    monkeypatch.setattr(accounts, "account_for_key", explode)
+    monkeypatch.setattr(services.accounts, "account_for_key", explode)
     client = make_client(api.key, raise_server_exceptions=False)
     assert_problem(client.get("/3.0/ping"), 500, "InternalServerError")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
 from tests.api.support import account_state, add_member, assert_json, assert_problem
 from tests.conftest import ApiUser
 

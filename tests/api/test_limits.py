@@ -8,9 +8,9 @@ from dataclasses import replace
 import anyio
 import httpx
 
+from conveyor.composition import Services
 from conveyor.http.app import create_app
 from conveyor.http.limits import InProcessLimiter
-from conveyor.runtime.bootstrap import Services
 from conveyor.settings import Limits
 from tests.api.support import assert_problem
 from tests.conftest import ApiUser, new_account_key

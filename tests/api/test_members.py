@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
 from tests.api.spec import assert_shape
 from tests.api.support import (
     account_state,

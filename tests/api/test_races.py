@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.marketing import member_store
-from conveyor.marketing import members as members_module
+from conveyor.composition import Services
 from tests.api.conftest import ClientFactory
 from tests.api.support import add_member, assert_json, assert_problem
 from tests.conftest import ApiUser
@@ -45,12 +44,15 @@ def race(*requests: Callable[[], httpx.Response]) -> list[httpx.Response]:
 
 
 def test_same_new_address_twice_at_once(
-    api: ApiUser, list_id: str, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    api: ApiUser,
+    list_id: str,
+    services: Services,
+    make_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     barrier = threading.Barrier(2, timeout=1)
-    monkeypatch.setattr(
-        members_module, "find_member", meet_after(members_module.find_member, barrier)
-    )
+    members = services.marketing_stores.members
+    monkeypatch.setattr(members, "find", meet_after(members.find, barrier))
     second = make_client(api.key)
     body = {"email_address": "racer@example.com", "status": "subscribed"}
     url = f"/3.0/lists/{list_id}/members"
@@ -64,12 +66,17 @@ def test_same_new_address_twice_at_once(
 
 
 def test_same_new_tag_on_two_members_at_once(
-    api: ApiUser, list_id: str, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    api: ApiUser,
+    list_id: str,
+    services: Services,
+    make_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     one = add_member(api, list_id, "one@example.com")
     two = add_member(api, list_id, "two@example.com")
     barrier = threading.Barrier(2, timeout=1)
-    monkeypatch.setattr(member_store, "_find_tag", meet_after(member_store._find_tag, barrier))
+    members = services.marketing_stores.members
+    monkeypatch.setattr(members, "_find_tag", meet_after(members._find_tag, barrier))
     second = make_client(api.key)
     body = {"tags": [{"name": "fresh", "status": "active"}]}
     base = f"/3.0/lists/{list_id}/members"

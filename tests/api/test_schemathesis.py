@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from conveyor.composition import Services
 from conveyor.http.app import create_app
-from conveyor.runtime.bootstrap import Services
 from tests.api.spec import SPEC_PATH
 from tests.api.support import PROBLEM_KEYS, PROBLEM_TYPE, add_member
 from tests.conftest import ApiUser

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
 from tests.api.spec import assert_shape
 from tests.api.support import account_state, add_member, assert_json, assert_problem, md5
 from tests.conftest import ApiUser

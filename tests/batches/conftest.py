@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from conveyor.runtime.bootstrap import Services, open_services
+from conveyor.composition import Services, open_services
+from conveyor.domain.clock import OffsetClock
 from conveyor.settings import BatchSettings, Settings
 from conveyor.storage.database import open_database
 from conveyor.storage.migrate import upgrade
@@ -95,7 +96,10 @@ def migrated_urls() -> set[str]:
 
 @pytest.fixture
 def services(
-    request: pytest.FixtureRequest, settings: Settings, migrated_urls: set[str]
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    clock: OffsetClock,
+    migrated_urls: set[str],
 ) -> Iterator[Services]:
     """As the shared fixture, with each database migrated once per session, not per test."""
     url = settings.database_url
@@ -107,7 +111,7 @@ def services(
     else:
         migrate = url not in migrated_urls
         migrated_urls.add(url)
-    built = open_services(settings, migrate=migrate)
+    built = open_services(settings, migrate=migrate, clock=clock)
     yield built
     built.close()
 

@@ -17,11 +17,11 @@ import httpx
 import jsonschema_rs
 from sqlalchemy import func, select
 
-from conveyor.batches import store
-from conveyor.batches.engine import FollowUp, Step
 from conveyor.batches.executor import run_group
-from conveyor.marketing.routing import Account
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
+from conveyor.domain.accounts import Account
+from conveyor.domain.steps import FollowUp, Step
+from conveyor.storage.batches import Claim
 from conveyor.storage.tables import (
     accounts_table,
     batch_chunks,
@@ -333,7 +333,7 @@ def drive(
 class Held:
     """A chunk claimed by hand, with what `work` reads beside the claim."""
 
-    claim: store.Claim
+    claim: Claim
     account: Account
     api_root: str
 
@@ -356,11 +356,12 @@ class Held:
 
 def claim(services: Services, batch_id: str) -> Held | None:
     with services.database.write() as conn:
+        store = services.batch_store
         taken = store.claim_chunk(conn, batch_id, services.settings.batches.lease_seconds)
-        batch = store.get_batch(conn, batch_id)
+        batch = store.get(conn, batch_id)
         if taken is None or batch is None:
             return None
-        account = Account(*store.account_of_batch(conn, batch.account_pk))
+        account = store.account_of(conn, batch.account_pk)
     return Held(taken, account, batch.api_root)
 
 
@@ -370,7 +371,7 @@ def run_claimed_group(services: Services, held: Held, start: int, stop: int) -> 
     with services.database.writer.connect() as conn:
         transaction = conn.begin()
         outcome = run_group(
-            conn, services.routes, held.account, held.claim, start, stop,
+            conn, services.batch_store, services.routes, held.account, held.claim, start, stop,
             api_root=held.api_root, page_size=settings.page_size,
             lease_seconds=settings.lease_seconds,
         )  # fmt: skip

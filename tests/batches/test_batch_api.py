@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.batches import store
 from conveyor.batches.engine import BatchEngine
+from conveyor.composition import Services
 from conveyor.domain.operations import Operation
-from conveyor.runtime.bootstrap import Services
 from conveyor.runtime.embedded import EmbeddedRuntime
 from tests.batches.support import (
     BATCH_LIST_SCHEMA,
@@ -233,12 +232,13 @@ def test_an_upload_in_progress_is_invisible(api: ApiUser, services: Services) ->
     """Until its whole body is stored a batch does not exist for clients."""
     with services.database.write() as conn:
         owner = account_pk(services, api.account_id)
+        store = services.batch_store
         batch_id = store.create_ingesting(conn, owner, "http://testserver/3.0")
         store.insert_operations(conn, batch_id, 0, [Operation("GET", "lists", {}, None, None)])
     assert api.client.get("/3.0/batches").json()["total_items"] == 0
     assert_problem(api.client.get(f"/3.0/batches/{batch_id}"), 404)
     assert_problem(api.client.delete(f"/3.0/batches/{batch_id}"), 404)
     with services.database.read() as conn:
-        assert store.count_unstarted(conn, owner) == 0
+        assert services.batch_store.count_unstarted(conn, owner) == 0
     assert services.engine.sweep(idle_seconds=0) == []
     assert batch_rows(services, batch_id)["batch_operations"] == 1

@@ -3,9 +3,8 @@ sweep finds; the rows never outlive the batch unnoticed."""
 
 from __future__ import annotations
 
-from conveyor.batches import store
+from conveyor.composition import Services
 from conveyor.domain.operations import Operation
-from conveyor.runtime.bootstrap import Services
 from conveyor.storage.tables import batches
 from tests.batches.support import (
     NO_ROWS,
@@ -28,7 +27,7 @@ def test_a_delete_interrupted_after_hiding_the_batch_is_finished_by_the_sweep(
     drive(services, batch["id"])
     # The first step of a DELETE, then the process "dies".
     with services.database.write() as conn:
-        key = store.mark_deleting(conn, batch["id"])
+        key = services.batch_store.mark_deleting(conn, batch["id"])
     assert key is not None
     assert api.client.get(f"/3.0/batches/{batch['id']}").status_code == 404
     assert batch_rows(services, batch["id"])["batches"] == 1
@@ -48,7 +47,7 @@ def test_rows_left_by_a_finalize_interrupted_after_finishing_are_dropped(
     # As if the process died right after `finish` committed: rows still there, marker set.
     leftovers = [Operation("GET", "/ping", {}, None, f"left-{i}") for i in range(5)]
     with services.database.write() as conn:
-        store.insert_operations(conn, batch["id"], 0, leftovers)
+        services.batch_store.insert_operations(conn, batch["id"], 0, leftovers)
         conn.execute(batches.update().where(batches.c.id == batch["id"]).values(rows_pending=True))
     assert batch_rows(services, batch["id"])["batch_operations"] == 5
     assert services.engine.finish_cleanups(idle_seconds=0) == 1

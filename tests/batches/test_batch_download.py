@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-import conveyor.batches.http as batch_http
+from conveyor.composition import Services
+from conveyor.domain.clock import FixedClock
 from conveyor.domain.signing import build_download_url
-from conveyor.runtime.bootstrap import Services
 from conveyor.runtime.embedded import EmbeddedRuntime
 from tests.batches.support import (
     assert_batch,
@@ -104,15 +103,20 @@ def test_url_signed_with_another_secret_is_403(
 
 
 def test_a_fresh_url_on_every_read(
-    batch_api: ApiUser, runtime: EmbeddedRuntime, monkeypatch: pytest.MonkeyPatch
+    batch_api: ApiUser,
+    runtime: EmbeddedRuntime,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (batch,) = _finished(batch_api.client, runtime)
     client = batch_api.client
     now = time.time()
+    # The URL carries whole seconds: a fixed clock, moved between reads, keeps them apart.
+    clock = FixedClock(now)
+    monkeypatch.setattr(services.batch_store, "clock", clock)
     urls: list[str] = []
-    for shift in (0, 100, 200):
-        # The URL carries whole seconds: move the endpoint's clock so reads are apart.
-        monkeypatch.setattr(batch_http, "time", SimpleNamespace(time=lambda s=shift: now + s))
+    for shift in (0, 100, 100):
+        clock.advance(shift)
         urls.append(get_batch(client, batch["id"])["response_body_url"])
         listed = client.get("/3.0/batches").json()["batches"][0]
         assert listed["response_body_url"] == urls[-1]
@@ -120,7 +124,7 @@ def test_a_fresh_url_on_every_read(
     assert expiries == [int(now) + 600, int(now) + 700, int(now) + 800]
     assert len({_query(url)["signature"] for url in urls}) == 3
     # Each is valid for ten minutes from its own read.
-    monkeypatch.setattr(batch_http, "time", SimpleNamespace(time=lambda: now + 650))
+    clock.at = now + 650
     assert download(client, urls[0]).status_code == 403
     assert download(client, urls[1]).status_code == 200
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from conveyor.batches import engine as engine_module
-from conveyor.batches import store
-from conveyor.batches.engine import FollowUp, Step
+from conveyor.composition import Services
 from conveyor.domain.archive import ResultRecord
+from conveyor.domain.clock import SystemClock
 from conveyor.domain.operations import Operation
-from conveyor.runtime.bootstrap import Services
+from conveyor.domain.steps import FollowUp, Step
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
 from conveyor.storage.tables import batch_chunks, batches
 from tests.batches.support import (
@@ -64,7 +63,7 @@ def test_a_failed_group_is_retried_without_double_effects(
     """The second group's transaction dies at its last statement; the runtime retries it."""
     client = batch_api.client
     list_id = create_list(client)
-    record_results = store.record_results
+    record_results = services.batch_store.record_results
     calls = {"n": 0}
 
     def crash_once(*args: Any, **kwargs: Any) -> None:
@@ -74,7 +73,7 @@ def test_a_failed_group_is_retried_without_double_effects(
             raise RuntimeError("simulated crash before commit")
         record_results(*args, **kwargs)
 
-    monkeypatch.setattr(store, "record_results", crash_once)
+    monkeypatch.setattr(services.batch_store, "record_results", crash_once)
     operations = member_posts(list_id, 45)  # chunks of 20, 20, 5: groups 7+7+6, 7+7+6, 5
     batch = submit(client, operations)
     runtime.join()
@@ -92,15 +91,15 @@ def test_a_failing_group_does_not_wait_for_its_lease(
     batch = submit(client, operations)
     engine = services.engine
     assert engine.preprocess(batch["id"]) == [FollowUp(Step.WORK, batch["id"])]
-    record_results = store.record_results
+    record_results = services.batch_store.record_results
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("simulated crash before commit")
 
-    monkeypatch.setattr(store, "record_results", crash)
+    monkeypatch.setattr(services.batch_store, "record_results", crash)
     with pytest.raises(RuntimeError):
         engine.work(batch["id"])
-    monkeypatch.setattr(store, "record_results", record_results)
+    monkeypatch.setattr(services.batch_store, "record_results", record_results)
     # What the broker's retry runs: it finds the chunk claimable and finishes it.
     drive(services, batch["id"], first=[FollowUp(Step.WORK, batch["id"])])
     _assert_each_once(client, batch["id"], list_id, operations)
@@ -202,10 +201,14 @@ def test_restart_resumes_every_unfinished_batch(api: ApiUser, services: Services
 
     # An upload that was cut off by the crash: rows exist, the batch never became visible.
     with services.database.write() as conn:
-        owner = store.get_batch(conn, half_done)
+        owner = services.batch_store.get(conn, half_done)
         assert owner is not None
-        partial = store.create_ingesting(conn, owner.account_pk, "http://testserver/3.0")
-        store.insert_operations(conn, partial, 0, [Operation("GET", "lists", {}, None, None)])
+        partial = services.batch_store.create_ingesting(
+            conn, owner.account_pk, "http://testserver/3.0"
+        )
+        services.batch_store.insert_operations(
+            conn, partial, 0, [Operation("GET", "lists", {}, None, None)]
+        )
 
     restarted = embedded_runtime(services)
     restarted.start()
@@ -278,15 +281,17 @@ def test_a_long_finalize_keeps_the_sweep_away(
         )
     assert FollowUp(Step.FINALIZE, batch_id) in engine.sweep(idle_seconds=idle)
 
-    clock = {"now": time.monotonic()}
+    class SlowWriting(SystemClock):
+        """Every look at the interval clock, a long stretch of writing has passed."""
 
-    def slow_clock() -> float:
-        clock["now"] += idle  # every look at the clock, a long stretch of writing has passed
-        return clock["now"]
+        def __init__(self) -> None:
+            self.elapsed = 0.0
 
-    monkeypatch.setattr(
-        engine_module, "time", SimpleNamespace(monotonic=slow_clock, time=time.time)
-    )
+        def monotonic(self) -> float:
+            self.elapsed += idle
+            return self.elapsed
+
+    monkeypatch.setattr(services.batch_store, "clock", SlowWriting())
     records = (ResultRecord(200, None, "{}") for _ in range(2_000))
     assert sum(1 for _ in engine._keep_alive(batch_id, records)) == 2_000
     assert engine.sweep(idle_seconds=idle) == []

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
+from conveyor.domain.clock import OffsetClock
 from tests.batches.support import (
     account_batch_ids,
     assert_problem,
@@ -308,7 +308,7 @@ def test_no_key_stores_nothing(api: ApiUser, nothing_stored: None) -> None:
 
 
 def test_an_upload_purged_as_stale_is_refused_cleanly(
-    api: ApiUser, services: Services, nothing_stored: None
+    api: ApiUser, services: Services, clock: OffsetClock, nothing_stored: None
 ) -> None:
     """The scheduler discards an upload that stopped moving; if its client then goes on,
     it gets a problem document (not a 500) and leaves nothing behind."""
@@ -317,7 +317,8 @@ def test_an_upload_purged_as_stale_is_refused_cleanly(
     def body() -> Iterator[bytes]:
         yield b'{"operations": [' + _ops(10) + b","
         # Between two pages: the scheduler's purge runs as if the upload had stalled.
-        assert services.engine.purge_expired(now=time.time() + stale_after + 1) == 1
+        clock.advance(stale_after + 1)
+        assert services.engine.purge_expired() == 1
         yield _ops(10) + b"]}"
 
     response = _post(api, body())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from conveyor.batches import store
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
+from conveyor.domain.clock import OffsetClock
+from conveyor.domain.signing import build_download_url
+from conveyor.domain.states import BatchStatus
 from conveyor.runtime.embedded import EmbeddedRuntime
 from conveyor.storage.tables import batches
 from tests.batches.support import (
@@ -43,7 +44,9 @@ def test_too_many_unstarted_batches_is_429(
     # A batch in preprocessing still counts; one that has started does not.
     engine = services.engine
     with services.database.write() as conn:
-        assert store.move_status(conn, first[0], "pending", "preprocessing")
+        assert services.batch_store.move(
+            conn, first[0], BatchStatus.PENDING, BatchStatus.PREPROCESSING
+        )
     assert_problem(api.client.post("/3.0/batches", json={"operations": GET_LISTS}), 429)
     engine.preprocess(first[0])
     assert get_batch(api.client, first[0])["status"] == "started"
@@ -127,7 +130,9 @@ def test_a_batch_runs_as_its_own_account(
 # --- retention ---------------------------------------------------------------------------------
 
 
-def test_retention_purges_batches_rows_and_archives(api: ApiUser, services: Services) -> None:
+def test_retention_purges_batches_rows_and_archives(
+    api: ApiUser, services: Services, clock: OffsetClock
+) -> None:
     client = api.client
     finished = submit(client, GET_LISTS * 3)["id"]
     drive(services, finished)
@@ -138,15 +143,18 @@ def test_retention_purges_batches_rows_and_archives(api: ApiUser, services: Serv
     assert batch_rows(services, pending)["batch_operations"] == 3
 
     engine = services.engine
-    assert engine.purge_expired(now=time.time()) == 0  # nothing is old yet
-    retention = services.settings.batches.retention_seconds
-    assert engine.purge_expired(now=time.time() + retention + 60) == 2
+    assert engine.purge_expired() == 0  # nothing is old yet
+    clock.advance(services.settings.batches.retention_seconds + 60)
+    assert engine.purge_expired() == 2
 
     for batch_id in (finished, pending):
         assert batch_rows(services, batch_id) == NO_ROWS
         assert_problem(client.get(f"/3.0/batches/{batch_id}"), 404)
     assert not archives[0].exists()
-    assert_problem(download(client, url), 404)
+    # The old link has expired by now; a freshly signed one finds nothing either.
+    assert_problem(download(client, url), 403)
+    fresh = build_download_url("http://testserver", services.secret, finished, clock.now())
+    assert_problem(download(client, fresh), 404)
 
 
 def test_batches_older_than_retention_are_not_listed(api: ApiUser, services: Services) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
 from tests.batches.support import (
     PROBLEM_SCHEMA,
     assert_counters_match,

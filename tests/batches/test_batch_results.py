@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.batches.engine import FollowUp, Step
-from conveyor.runtime.bootstrap import Services
+from conveyor.composition import Services
+from conveyor.domain.steps import FollowUp, Step
 from conveyor.runtime.embedded import EmbeddedRuntime
 from tests.batches.support import (
     STATUSES,

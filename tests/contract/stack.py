@@ -23,9 +23,9 @@ from dramatiq.middleware import SkipMessage
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from conveyor.composition import Services, open_services
 from conveyor.http.app import create_app
 from conveyor.runtime.actors import Dispatcher
-from conveyor.runtime.bootstrap import Services, open_services
 from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
 from conveyor.runtime.distributed import broker_dispatcher
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
@@ -208,7 +208,7 @@ class Stack:
         services = services or self.services
         if max_connections is not None:
             limits = replace(services.settings.limits, max_concurrent_requests=max_connections)
-            services = replace(services, settings=replace(services.settings, limits=limits))
+            services = services.with_settings(replace(services.settings, limits=limits))
         return create_app(services, self.dispatcher.send)
 
     def api_instances(self, count: int, *, max_connections: int | None = None) -> list[Starlette]:

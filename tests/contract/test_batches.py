@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from conveyor.batches.engine import Step
+from conveyor.domain.steps import Step
 from conveyor.http.app import create_app
 from conveyor.storage.tables import batch_chunks, batch_operations, batch_results, batches
 from tests.contract.stack import Drop, Hold, Stack

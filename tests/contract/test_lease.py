@@ -11,8 +11,8 @@ from tests.contract.stack import Stack
 
 def test_one_holder_at_a_time_and_takeover_after_expiry(stack: Stack) -> None:
     seconds = 1.0
-    first = Lease(stack.services.database, "contract-scheduler", seconds, holder="first")
-    second = Lease(stack.other_process().database, "contract-scheduler", seconds, holder="second")
+    first = Lease(stack.services.leases, "contract-scheduler", seconds, holder="first")
+    second = Lease(stack.other_process().leases, "contract-scheduler", seconds, holder="second")
 
     assert first.acquire()
     assert not second.acquire()
@@ -37,10 +37,10 @@ def test_one_holder_at_a_time_and_takeover_after_expiry(stack: Stack) -> None:
 def test_simultaneous_first_acquires_elect_exactly_one(stack: Stack) -> None:
     """Several schedulers starting together, before any lease row exists."""
     contenders = 6
-    databases = [stack.other_process().database for _ in range(2)]
+    stores = [stack.other_process().leases for _ in range(2)]
     for round_number in range(5):
         name = f"contract-race-{round_number}"
-        leases = [Lease(databases[i % 2], name, 30.0, holder=f"h{i}") for i in range(contenders)]
+        leases = [Lease(stores[i % 2], name, 30.0, holder=f"h{i}") for i in range(contenders)]
         barrier = threading.Barrier(contenders)
         outcomes: list[bool | BaseException] = []
         threads = [

@@ -87,11 +87,14 @@ def test_connection_limit_holds_across_two_api_instances(stack: Stack) -> None:
 
 HOLDER = """
 import sys, time
+from conveyor.domain.clock import SystemClock
 from conveyor.http.limits import create_limiter
 from conveyor.storage.database import open_database
+from conveyor.storage.request_slots import RequestSlotStore
 
 limiter_url, database_url, lease, account_pk, count = sys.argv[1:]
-limiter = create_limiter(limiter_url, open_database(database_url), int(count), float(lease))
+slots = RequestSlotStore(open_database(database_url), SystemClock())
+limiter = create_limiter(limiter_url, slots, int(count), float(lease))
 held = [limiter.slot(int(account_pk)) for _ in range(int(count))]
 print(all(slot.__enter__() for slot in held), flush=True)
 time.sleep(600)
@@ -102,7 +105,7 @@ def test_slots_of_a_sigkilled_holder_expire_with_their_lease(stack: Stack) -> No
     lease, limit, account_pk = 2.0, 2, 4242
     settings = stack.settings
     survivor = create_limiter(
-        settings.limiter_url, stack.other_process().database, limit, lease_seconds=lease
+        settings.limiter_url, stack.other_process().request_slots, limit, lease_seconds=lease
     )
     if not stack.spec.shared_limiter:
         # One process holds every count: a killed `conveyor serve` takes them with it, and

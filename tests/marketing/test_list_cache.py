@@ -1,4 +1,4 @@
-"""`load_list` remembers a list within one transaction, and only as long as that is right."""
+"""`ListStore.context` remembers a list within a transaction, only as long as that is right."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import orjson
 import pytest
 from sqlalchemy import Connection
 
-from conveyor.marketing import member_store
-from conveyor.marketing.routing import Account, Reply, invoke
-from conveyor.runtime.bootstrap import Services
-from conveyor.storage import accounts
+from conveyor.composition import Services
+from conveyor.domain.accounts import Account
+from conveyor.marketing.routing import Reply, invoke
 from conveyor.storage.tables import merge_fields
 from tests.conftest import LIST_BODY
 
@@ -27,17 +26,18 @@ class CountingStatement:
 
 
 @pytest.fixture
-def list_reads(monkeypatch: pytest.MonkeyPatch) -> CountingStatement:
-    counting = CountingStatement(member_store._LIST_CONTEXT)
-    monkeypatch.setattr(member_store, "_LIST_CONTEXT", counting)
+def list_reads(services: Services, monkeypatch: pytest.MonkeyPatch) -> CountingStatement:
+    lists = services.marketing_stores.lists
+    counting = CountingStatement(lists.context_statement)
+    monkeypatch.setattr(lists, "context_statement", counting)
     return counting
 
 
 @pytest.fixture
 def account(services: Services) -> Account:
     with services.database.write() as conn:
-        key = accounts.create_key(conn, accounts.create_account(conn))
-        found = accounts.account_for_key(conn, key)
+        key = services.accounts.create_key(conn, services.accounts.create_account(conn))
+        found = services.accounts.account_for_key(conn, key)
     assert found is not None
     return found
 
@@ -132,7 +132,9 @@ def test_a_later_transaction_sees_changes_made_elsewhere(
     with services.database.writer.connect() as conn:
         with conn.begin():
             assert add(services, conn, account, list_id, "a@example.org").status == 200
-            list_pk = member_store.load_list(conn, account.pk, list_id).pk
+            context = services.marketing_stores.lists.context(conn, account.pk, list_id)
+            assert context is not None
+            list_pk = context.pk
         # Another connection adds a required field behind the handlers' back.
         with services.database.write() as other:
             data = {

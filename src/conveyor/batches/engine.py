@@ -1,70 +1,57 @@
-"""The batch life cycle: preprocess, work through chunks, finalize, delete, sweep.
-
-Each step is idempotent and guarded by a compare-and-set on the database rows, and answers
-which messages should follow it. The runtime turns those into broker messages; the database
-stays the truth (ARCHITECTURE.md decision 1).
-"""
+"""The batch life cycle: preprocess, work through chunks, finalize, delete, sweep."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from conveyor.batches import store, webhook_store
 from conveyor.batches.executor import run_group
 from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
-from conveyor.domain.batch_status import BatchStatus
 from conveyor.domain.chunking import plan_groups
+from conveyor.domain.states import BatchStatus
+from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
-from conveyor.marketing.routing import Account, RouteTable
+from conveyor.marketing.routing import RouteTable
 from conveyor.settings import BatchSettings
+from conveyor.storage.batches import BatchStore, Claim
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
-from conveyor.storage.tables import batches
+from conveyor.storage.webhooks import WebhookStore
 
 log = logging.getLogger("conveyor.batches")
 
 
-class Step(StrEnum):
-    PREPROCESS = "preprocess"
-    WORK = "work"
-    FINALIZE = "finalize"
-    CLEANUP = "cleanup"
-    DELIVER = "deliver"
-
-
-@dataclass(frozen=True, slots=True)
-class FollowUp:
-    step: Step
-    # A batch id, or a webhook delivery id for DELIVER.
-    target_id: str
-    delay_seconds: float = 0.0
-
-
 @dataclass
 class BatchEngine:
+    """Runs a batch's background steps: preprocess, work (chunks), finalize, cleanup.
+
+    Each step is idempotent and guarded by a compare-and-set on the database rows, and
+    answers which steps should follow it (`FollowUp`); the runtime turns those into broker
+    messages and `domain.steps` decides when each runs. The database stays the truth
+    (docs/architecture.md decision 1). Transactions are the engine's (a group of operations
+    is one); the SQL and the clock are storage's.
+    """
+
     database: Database
     routes: RouteTable
     blobs: BlobStore
     settings: BatchSettings
+    store: BatchStore
+    webhook_store: WebhookStore
 
     # --- preprocess ----------------------------------------------------------------------
 
     def preprocess(self, batch_id: str) -> list[FollowUp]:
+        store = self.store
         with self.database.write() as conn:
-            store.move_status(
-                conn, batch_id, BatchStatus.PENDING.value, BatchStatus.PREPROCESSING.value
-            )
+            store.move(conn, batch_id, BatchStatus.PENDING, BatchStatus.PREPROCESSING)
         with self.database.write() as conn:
             chunks = store.plan_and_start(conn, batch_id, self.settings.chunk_size)
-            batch = store.get_batch(conn, batch_id)
+            batch = store.get(conn, batch_id)
         if batch is None:
             return []
         if batch.status == BatchStatus.STARTED.value and chunks == 0:
@@ -78,11 +65,11 @@ class BatchEngine:
 
     def work(self, batch_id: str) -> list[FollowUp]:
         """Claim one chunk of the batch, run it, and say what comes next."""
-        settings = self.settings
+        settings, store = self.settings, self.store
         with self.database.write() as conn:
             claim = store.claim_chunk(conn, batch_id, settings.lease_seconds)
-            batch = store.get_batch(conn, batch_id) if claim else None
-            account = Account(*store.account_of_batch(conn, batch.account_pk)) if batch else None
+            batch = store.get(conn, batch_id) if claim else None
+            account = store.account_of(conn, batch.account_pk) if batch else None
         if claim is None or batch is None or account is None:
             return self._after_chunk(batch_id)
         try:
@@ -91,7 +78,7 @@ class BatchEngine:
                     transaction = conn.begin()
                     try:
                         outcome = run_group(
-                            conn, self.routes, account, claim, group.start, group.stop,
+                            conn, store, self.routes, account, claim, group.start, group.stop,
                             api_root=batch.api_root, page_size=settings.page_size,
                             lease_seconds=settings.lease_seconds,
                         )  # fmt: skip
@@ -115,27 +102,25 @@ class BatchEngine:
             else (self._after_chunk(batch_id))
         )
 
-    def _release(self, claim: store.Claim) -> None:
+    def _release(self, claim: Claim) -> None:
         try:
             with self.database.write() as conn:
-                store.release_claim(conn, claim)
+                self.store.release_claim(conn, claim)
         except Exception:
             # The lease expires on its own; the original error is the one to report.
             log.exception("batch %s chunk %s: could not release", claim.batch_id, claim.seq)
 
     def _has_more(self, batch_id: str) -> bool:
         with self.database.read() as conn:
-            _, claimable = store.chunk_progress(conn, batch_id)
+            _, claimable = self.store.chunk_progress(conn, batch_id)
         return claimable > 0
 
     def _after_chunk(self, batch_id: str, workers: int = 1) -> list[FollowUp]:
         with self.database.write() as conn:
-            remaining, claimable = store.chunk_progress(conn, batch_id)
+            remaining, claimable = self.store.chunk_progress(conn, batch_id)
             if remaining:
                 return [FollowUp(Step.WORK, batch_id)] * min(claimable, workers)
-            moved = store.move_status(
-                conn, batch_id, BatchStatus.STARTED.value, BatchStatus.FINALIZING.value
-            )
+            moved = self.store.move(conn, batch_id, BatchStatus.STARTED, BatchStatus.FINALIZING)
         return [FollowUp(Step.FINALIZE, batch_id)] if moved else []
 
     # --- finalize ------------------------------------------------------------------------
@@ -147,9 +132,10 @@ class BatchEngine:
         # snapshot makes that harmless: result rows are dropped only after `finish`, so a
         # finalizer either sees the batch finished and stops, or sees every result and
         # writes the same archive under the same key.
-        with self._snapshot() as conn:
-            batch = store.get_batch(conn, batch_id)
-            if batch is None or batch.status != BatchStatus.FINALIZING.value:
+        store = self.store
+        with self.database.snapshot() as conn:
+            batch = store.get(conn, batch_id)
+            if batch is None or batch.status != BatchStatus.FINALIZING:
                 return []
             with self.blobs.writer(key) as out:
                 summary = write_archive(
@@ -161,7 +147,7 @@ class BatchEngine:
             finished = store.finish(conn, batch_id, key)
             # The outbox rows commit with the status: a finished batch always gets its webhooks.
             deliveries = self._enqueue_webhooks(conn, batch_id) if finished else []
-            gone = not finished and store.get_batch(conn, batch_id) is None
+            gone = not finished and store.get(conn, batch_id) is None
         if not finished:
             # Deleted meanwhile: nobody else will remove the archive. Finished by another
             # finalizer: the archive is that one's too, and must stay.
@@ -182,26 +168,13 @@ class BatchEngine:
     def cleanup(self, batch_id: str) -> list[FollowUp]:
         """Drop a finished batch's operation and result rows (no-op for any other batch)."""
         with self.database.read() as conn:
-            state = conn.execute(
-                select(batches.c.status, batches.c.rows_pending).where(batches.c.id == batch_id)
-            ).first()
-        if state is None or state.status != BatchStatus.FINISHED.value or not state.rows_pending:
+            state = self.store.cleanup_state(conn, batch_id)
+        if state is None or state.status is not BatchStatus.FINISHED or not state.rows_pending:
             return []
         self._drop_batch_rows(batch_id)
         with self.database.write() as conn:
-            store.rows_dropped(conn, batch_id)
+            self.store.rows_dropped(conn, batch_id)
         return []
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[Connection]:
-        """A read transaction whose statements all see one snapshot."""
-        with self.database.reader.connect() as conn:
-            if not self.database.is_sqlite:
-                # SQLite's read transaction is one snapshot already; PostgreSQL's default
-                # (read committed) takes a new one for every statement.
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
 
     def _keep_alive(self, batch_id: str, records: Iterator[ResultRecord]) -> Iterator[ResultRecord]:
         """Move the batch row while a long archive is written.
@@ -211,16 +184,17 @@ class BatchEngine:
         second (and third...) finalizer doing the same work beside it.
         """
         every = max(self.settings.sweep_idle_seconds / 3, 1.0)
-        last = time.monotonic()
+        clock = self.store.clock
+        last = clock.monotonic()
         for count, record in enumerate(records, 1):
-            if count % 1_000 == 0 and time.monotonic() - last > every:
+            if count % 1_000 == 0 and clock.monotonic() - last > every:
                 with self.database.write() as conn:
-                    store.touch(conn, batch_id, BatchStatus.FINALIZING.value)
-                last = time.monotonic()
+                    self.store.touch(conn, batch_id, BatchStatus.FINALIZING)
+                last = clock.monotonic()
             yield record
 
     def _enqueue_webhooks(self, conn: Connection, batch_id: str) -> list[str]:
-        batch = store.get_batch(conn, batch_id)
+        batch = self.store.get(conn, batch_id)
         assert batch is not None
         rendered = render_batch(batch, batch.api_root, "")
         snapshot = CompletedBatch(
@@ -233,7 +207,7 @@ class BatchEngine:
             completed_at=batch.completed_at,
             links=rendered["_links"],
         )
-        return webhook_store.enqueue_completed(conn, batch.account_pk, snapshot)
+        return self.webhook_store.enqueue_completed(conn, batch.account_pk, snapshot)
 
     # --- removal -------------------------------------------------------------------------
 
@@ -244,19 +218,19 @@ class BatchEngine:
         sweep to finish the job, never rows that nothing points to.
         """
         with self.database.write() as conn:
-            key = store.mark_deleting(conn, batch_id)
+            key = self.store.mark_deleting(conn, batch_id)
         if key:
             self.blobs.delete(key)
         self._drop_batch_rows(batch_id)
         with self.database.write() as conn:
-            store.remove_batch_row(conn, batch_id)
+            self.store.remove_row(conn, batch_id)
 
     def _drop_batch_rows(self, batch_id: str) -> None:
         # Small transactions: a million-row delete must not hold the SQLite writer for seconds.
         for table in ("operations", "results"):
             while True:
                 with self.database.write() as conn:
-                    if store.delete_page(conn, table, batch_id, 5_000) == 0:
+                    if self.store.delete_page(conn, table, batch_id, 5_000) == 0:
                         break
 
     def discard_ingest(self, batch_id: str) -> None:
@@ -264,58 +238,51 @@ class BatchEngine:
 
     # --- the scheduler's sweep -----------------------------------------------------------
 
-    def sweep(self, *, idle_seconds: float, now: float | None = None) -> list[FollowUp]:
+    def sweep(self, *, idle_seconds: float) -> list[FollowUp]:
         """Work whose message may have been lost: everything in flight that has not moved."""
-        now = time.time() if now is None else now
         with self.database.read() as conn:
-            candidates = store.sweep_candidates(conn, now - idle_seconds)
+            stalled = self.store.stalled(conn, idle_seconds)
         follow_ups: list[FollowUp] = []
-        for batch_id, status in candidates:
-            if status in (BatchStatus.PENDING.value, BatchStatus.PREPROCESSING.value):
-                follow_ups.append(FollowUp(Step.PREPROCESS, batch_id))
-            elif status == BatchStatus.STARTED.value:
+        for batch_id, status in stalled:
+            step = SWEEP_STEP[status]
+            if step is Step.WORK:
                 # As many workers as preprocess gave the batch: one message would leave it on
                 # a single worker for the rest of its run after every restart.
                 workers = self.settings.worker_threads
                 follow_ups.extend(self._after_chunk(batch_id, workers=workers))
-            elif status == BatchStatus.FINALIZING.value:
-                follow_ups.append(FollowUp(Step.FINALIZE, batch_id))
+            else:
+                follow_ups.append(FollowUp(step, batch_id))
         return follow_ups
 
-    def purge_expired(self, *, now: float | None = None) -> int:
-        now = time.time() if now is None else now
-        purged = 0
+    def purge_expired(self) -> int:
+        """Delete batches past retention, and uploads abandoned mid-body; returns how many."""
         with self.database.read() as conn:
-            expired = store.expired_batch_ids(conn, now - self.settings.retention_seconds)
-            stale = store.stale_ingests(conn, now - self.settings.stale_ingest_seconds)
+            expired = self.store.expired(conn, self.settings.retention_seconds)
+            stale = self.store.stale_ingests(conn, self.settings.stale_ingest_seconds)
         for batch_id in [*expired, *stale]:
             self.delete(batch_id)
-            purged += 1
-        return purged
+        with self.database.write() as conn:
+            self.webhook_store.purge_ended(conn, self.settings.retention_seconds)
+        return len(expired) + len(stale)
 
     def release_leases(self) -> int:
         with self.database.write() as conn:
-            return store.release_all_leases(conn)
+            return self.store.release_all_leases(conn)
 
     def discard_all_ingests(self) -> int:
         """At start-up of the one-process server, no ingest can still be running."""
         with self.database.read() as conn:
-            stale = store.stale_ingests(conn, time.time() + 1)
+            stale = self.store.stale_ingests(conn, idle_seconds=-1)
         for batch_id in stale:
             self.delete(batch_id)
         return len(stale)
 
-    def finish_cleanups(self, *, idle_seconds: float, now: float | None = None) -> int:
+    def finish_cleanups(self, *, idle_seconds: float) -> int:
         """Finish deletes and row drops that a crash interrupted; returns how many."""
-        now = time.time() if now is None else now
         with self.database.read() as conn:
-            pending = store.pending_cleanups(conn, now - idle_seconds)
-        for batch_id in pending:
-            with self.database.read() as conn:
-                batch = conn.execute(
-                    select(batches.c.status).where(batches.c.id == batch_id)
-                ).scalar()
-            if batch == store.DELETING:
+            pending = self.store.pending_cleanups(conn, idle_seconds)
+        for batch_id, status in pending:
+            if status is BatchStatus.DELETING:
                 self.delete(batch_id)
             else:
                 self.cleanup(batch_id)

@@ -1,6 +1,6 @@
 """Running operations: groups in one transaction, each operation inside a savepoint.
 
-ARCHITECTURE.md decision 3: a group's effects, its result rows, the chunk cursor and the batch
+docs/architecture.md decision 2: a group's effects, its result rows, the chunk cursor and the batch
 counters commit together or not at all, so no effect is applied twice and no result is lost.
 """
 
@@ -13,13 +13,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from conveyor.batches import store
 from conveyor.domain import problems
-from conveyor.domain.batch_status import is_success
-from conveyor.domain.fields import apply_field_selection
+from conveyor.domain.accounts import Account
+from conveyor.domain.field_selection import apply_field_selection
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
-from conveyor.marketing.routing import Account, Reply, RouteTable, invoke, new_request_id
-from conveyor.storage.fast import RawSavepoint
+from conveyor.domain.states import is_success
+from conveyor.marketing.routing import Reply, RouteTable, invoke, new_request_id
+from conveyor.storage.batches import BatchStore, Claim
+from conveyor.storage.raw_sql import RawSavepoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +133,10 @@ def _is_collection(reply: Reply) -> bool:
 
 def run_group(
     conn: Connection,
+    store: BatchStore,
     routes: RouteTable,
     account: Account,
-    claim: store.Claim,
+    claim: Claim,
     start: int,
     stop: int,
     *,

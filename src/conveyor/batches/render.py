@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor.batches.store import BatchRow
 from conveyor.marketing.common import link, schema_url
+from conveyor.storage.batches import BatchRow
 
 
 def render_batch(batch: BatchRow, api_root: str, response_body_url: str) -> dict[str, Any]:

@@ -1,24 +1,27 @@
-"""Batch webhooks: URL validation and delivery from the outbox, with retries and signatures."""
+"""Batch webhooks: the account's webhooks, URL validation, and delivery from the outbox."""
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import orjson
 
-from conveyor.batches import webhook_store
-from conveyor.batches.engine import FollowUp, Step
 from conveyor.batches.webhook_http import Attempt, send
+from conveyor.domain import problems
+from conveyor.domain.problems import FieldError
 from conveyor.domain.retry import RetryPolicy
 from conveyor.domain.signing import build_download_url
+from conveyor.domain.states import DeliveryState
+from conveyor.domain.steps import FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch, encode_form, form_fields
 from conveyor.domain.webhook_signature import sign
-from conveyor.domain.webhook_targets import TargetPolicy
+from conveyor.domain.webhook_targets import RefusedTarget, TargetPolicy, parse_webhook_url
 from conveyor.storage.database import Database
+from conveyor.storage.webhooks import DeliveryRow, WebhookRow, WebhookStore
 
 log = logging.getLogger("conveyor.webhooks")
 
@@ -27,14 +30,97 @@ SIGNATURE_HEADER = "X-Mailchimp-Signature"
 
 @dataclass
 class WebhookService:
+    """An account's batch webhooks (at most `max_webhooks`, each URL checked with a GET) and
+    the sending of their deliveries: claimed under a lease, POSTed with Mailchimp's form body
+    and a signature, retried on the `retry` schedule (docs/architecture.md decision 8)."""
+
     database: Database
+    store: WebhookStore
     client: httpx.Client
     policy: TargetPolicy
     retry: RetryPolicy
     download_secret: bytes
     url_ttl_seconds: int
+    max_webhooks: int = 20
     timeout_seconds: float = 10.0
     lease_seconds: float = 60.0
+
+    # --- the account's webhooks ----------------------------------------------------------
+
+    def create(self, account_pk: int, url: str, enabled: bool) -> WebhookRow:
+        with self.database.read() as conn:
+            count = self.store.count(conn, account_pk)
+        if count >= self.max_webhooks:
+            raise problems.bad_request(
+                f"An account may have at most {self.max_webhooks} batch webhooks."
+            )
+        self.require_reachable(url)
+        with self.database.write() as conn:
+            return self.store.create(conn, account_pk, url, enabled)
+
+    def get(self, account_pk: int, webhook_id: str) -> WebhookRow:
+        with self.database.read() as conn:
+            found = self.store.get(conn, account_pk, webhook_id)
+        if found is None:
+            raise problems.not_found()
+        return found
+
+    def list_webhooks(
+        self, account_pk: int, count: int, offset: int
+    ) -> tuple[list[WebhookRow], int]:
+        with self.database.read() as conn:
+            return self.store.list_for_account(conn, account_pk, count, offset)
+
+    def update(
+        self, account_pk: int, webhook_id: str, url: str | None, enabled: bool | None
+    ) -> WebhookRow:
+        webhook = self.get(account_pk, webhook_id)
+        values: dict[str, Any] = {}
+        if url is not None and url != webhook.url:
+            self.require_reachable(url)
+            values["url"] = url
+        if enabled is not None:
+            values["enabled"] = enabled
+        if values:
+            with self.database.write() as conn:
+                self.store.update(conn, webhook.id, values)
+        return self.get(account_pk, webhook_id)
+
+    def delete(self, account_pk: int, webhook_id: str) -> None:
+        webhook = self.get(account_pk, webhook_id)
+        with self.database.write() as conn:
+            self.store.delete(conn, webhook.id)
+
+    def deliveries(
+        self, account_pk: int, webhook_id: str, count: int, offset: int
+    ) -> tuple[WebhookRow, list[DeliveryRow], int]:
+        webhook = self.get(account_pk, webhook_id)
+        with self.database.read() as conn:
+            rows, total = self.store.list_deliveries(conn, webhook.id, count, offset)
+        return webhook, rows, total
+
+    def redeliver(self, account_pk: int, webhook_id: str, delivery_id: str) -> DeliveryRow:
+        """Queue a fresh round of attempts; the caller sends the DELIVER step."""
+        webhook = self.get(account_pk, webhook_id)
+        with self.database.write() as conn:
+            delivery = self.store.get_delivery(conn, delivery_id)
+            if delivery is None or delivery.webhook_id != webhook.id:
+                raise problems.not_found()
+            if not self.store.requeue(conn, delivery_id):
+                raise problems.bad_request("This delivery is being sent right now.")
+            fresh = self.store.get_delivery(conn, delivery_id)
+        assert fresh is not None
+        return fresh
+
+    def require_reachable(self, url: str) -> None:
+        """Refuse a URL the policy forbids or that does not answer a GET with a 2xx."""
+        try:
+            parse_webhook_url(url)
+        except RefusedTarget as exc:
+            raise problems.invalid_resource([FieldError("url", str(exc))], str(exc)) from None
+        failure = self.check_url(url)
+        if failure:
+            raise problems.invalid_resource([FieldError("url", failure)], failure)
 
     def check_url(self, url: str) -> str | None:
         """None if `url` answers a GET with a 2xx, else why not (for a problem's detail)."""
@@ -48,24 +134,27 @@ class WebhookService:
             f"it answered {attempt.status_code}."
         )
 
+    # --- deliveries ----------------------------------------------------------------------
+
     def deliver(self, delivery_id: str) -> list[FollowUp]:
+        store = self.store
         with self.database.write() as conn:
-            if not webhook_store.claim_delivery(conn, delivery_id, self.lease_seconds):
+            if not store.claim(conn, delivery_id, self.lease_seconds):
                 return []  # not due, already sent, or another sender has it
-            delivery = webhook_store.get_delivery(conn, delivery_id)
-            webhook = (
-                webhook_store.webhook_for_delivery(conn, delivery.webhook_id) if delivery else None
-            )
+            delivery = store.get_delivery(conn, delivery_id)
+            webhook = store.for_delivery(conn, delivery.webhook_id) if delivery else None
             if delivery is None:
                 return []
             if webhook is None or not webhook.enabled:
-                webhook_store.cancel(conn, delivery_id)
+                store.cancel(conn, delivery_id)
                 return []
+        now = store.clock.now()
         batch = CompletedBatch.from_json(orjson.loads(delivery.payload))
-        body = encode_form(form_fields(batch, self._download_url(batch), datetime.now(UTC)))
+        fired_at = datetime.fromtimestamp(now, UTC)
+        body = encode_form(form_fields(batch, self._download_url(batch, now), fired_at))
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
-            SIGNATURE_HEADER: sign(webhook.secret.encode(), body, int(time.time())),
+            SIGNATURE_HEADER: sign(webhook.secret.encode(), body, int(now)),
         }
         attempt = send(
             self.client,
@@ -78,18 +167,18 @@ class WebhookService:
         )
         return self._record(delivery, attempt)
 
-    def _record(self, delivery: webhook_store.DeliveryRow, attempt: Attempt) -> list[FollowUp]:
+    def _record(self, delivery: DeliveryRow, attempt: Attempt) -> list[FollowUp]:
         attempts_made = delivery.attempts + 1
         delay = None if attempt.ok else self.retry.delay_after(attempts_made)
         if attempt.ok:
-            state = webhook_store.DELIVERED
+            state = DeliveryState.DELIVERED
         elif delay is None:
-            state = webhook_store.FAILED
+            state = DeliveryState.FAILED
         else:
-            state = webhook_store.QUEUED
-        next_at = time.time() + (delay or 0.0)
+            state = DeliveryState.QUEUED
+        next_at = self.store.clock.now() + (delay or 0.0)
         with self.database.write() as conn:
-            webhook_store.record_attempt(
+            self.store.record_attempt(
                 conn,
                 delivery,
                 state=state,
@@ -98,26 +187,24 @@ class WebhookService:
                 duration_ms=attempt.duration_ms,
                 next_attempt_ts=next_at,
             )
-        if state == webhook_store.QUEUED:
+        if state is DeliveryState.QUEUED:
             log.info(
                 "webhook delivery %s failed (attempt %d: %s); next in %.1fs",
                 delivery.id, attempts_made, attempt.error or attempt.status_code, delay,
             )  # fmt: skip
             return [FollowUp(Step.DELIVER, delivery.id, delay_seconds=delay or 0.0)]
-        if state == webhook_store.FAILED:
+        if state is DeliveryState.FAILED:
             log.warning("webhook delivery %s failed after %d attempts", delivery.id, attempts_made)
         return []
 
-    def _download_url(self, batch: CompletedBatch) -> str:
+    def _download_url(self, batch: CompletedBatch, now: float) -> str:
         self_link = next((link for link in batch.links if link.get("rel") == "self"), None)
         if self_link is None:
             return ""
         base = self_link["href"].rsplit("/3.0/", 1)[0]
-        return build_download_url(
-            base, self.download_secret, batch.id, time.time(), self.url_ttl_seconds
-        )
+        return build_download_url(base, self.download_secret, batch.id, now, self.url_ttl_seconds)
 
     def sweep(self, *, idle_seconds: float) -> list[FollowUp]:
         with self.database.read() as conn:
-            overdue = webhook_store.overdue_deliveries(conn, time.time() - idle_seconds)
+            overdue = self.store.overdue(conn, idle_seconds)
         return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in overdue]

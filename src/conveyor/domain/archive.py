@@ -21,7 +21,7 @@ from typing import BinaryIO, cast
 import ijson
 import orjson
 
-from conveyor.domain.batch_status import is_success
+from conveyor.domain.states import is_success
 
 DEFAULT_RESULTS_PER_FILE = 10_000
 # A paged GET can return megabytes per result, so a count limit alone would not bound the

@@ -1,62 +1,87 @@
-"""The ASGI application."""
+"""The ASGI application: every HTTP endpoint of Conveyor, built from the parts it is given."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.batches.engine import FollowUp
-from conveyor.batches.http import BatchEndpoints
-from conveyor.batches.webhook_endpoints import WebhookEndpoints
+from conveyor.batches.service import BatchService
+from conveyor.batches.webhooks import WebhookService
 from conveyor.domain import problems
-from conveyor.http.api import ApiGate, marketing_endpoint, new_request_id
+from conveyor.domain.accounts import Account
+from conveyor.domain.steps import FollowUp
 from conveyor.http.auth import KeyCache
+from conveyor.http.batches import BatchEndpoints
+from conveyor.http.gate import ApiGate, new_request_id
 from conveyor.http.limits import create_limiter
+from conveyor.http.marketing import marketing_endpoint
 from conveyor.http.responses import problem_response
-from conveyor.runtime.bootstrap import Services
-from conveyor.storage import accounts
+from conveyor.http.webhooks import WebhookEndpoints
+from conveyor.marketing.routing import RouteTable
+from conveyor.settings import Settings
+from conveyor.storage.accounts import AccountStore
+from conveyor.storage.database import Database
+from conveyor.storage.request_slots import RequestSlotStore
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
+Dispatch = Callable[[Iterable[FollowUp]], None]
 
-def build_gate(services: Services) -> ApiGate:
-    database = services.database
 
-    def lookup(key: str) -> accounts.Account | None:
-        with database.read() as conn:
-            return accounts.account_for_key(conn, key)
+class ServerParts(Protocol):
+    """What the HTTP edge is built from; the composition root provides it."""
 
-    return ApiGate(
-        settings=services.settings,
-        database=database,
-        keys=KeyCache(lookup),
-        limiter=create_limiter(
-            services.settings.limiter_url,
-            database,
-            services.settings.limits.max_concurrent_requests,
-            # A lease outlives any request (they time out), so only a dead holder's expires.
-            services.settings.limits.request_timeout_seconds + 10,
-        ),
-    )
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def database(self) -> Database: ...
+    @property
+    def accounts(self) -> AccountStore: ...
+    @property
+    def request_slots(self) -> RequestSlotStore: ...
+    @property
+    def routes(self) -> RouteTable: ...
+    @property
+    def batches(self) -> BatchService: ...
+    @property
+    def webhooks(self) -> WebhookService: ...
 
 
 def _no_dispatch(follow_ups: Iterable[FollowUp]) -> None:
     """For an app without a runtime: the scheduler's sweep picks the work up later."""
 
 
-def create_app(
-    services: Services, dispatch: Callable[[Iterable[FollowUp]], None] = _no_dispatch
-) -> Starlette:
-    gate = build_gate(services)
-    endpoint = marketing_endpoint(gate, services.routes)
-    batches = BatchEndpoints(gate, services.engine, services.secret, dispatch)
-    webhooks = WebhookEndpoints(
-        gate, services.webhooks, dispatch, services.settings.batches.max_webhooks
+def build_gate(parts: ServerParts) -> ApiGate:
+    settings, database, accounts = parts.settings, parts.database, parts.accounts
+
+    def lookup(key: str) -> Account | None:
+        with database.read() as conn:
+            return accounts.account_for_key(conn, key)
+
+    return ApiGate(
+        settings=settings,
+        database=database,
+        keys=KeyCache(lookup),
+        limiter=create_limiter(
+            settings.limiter_url,
+            parts.request_slots,
+            settings.limits.max_concurrent_requests,
+            # A lease outlives any request (they time out), so only a dead holder's expires.
+            settings.limits.request_timeout_seconds + 10,
+        ),
     )
+
+
+def create_app(parts: ServerParts, dispatch: Dispatch = _no_dispatch) -> Starlette:
+    gate = build_gate(parts)
+    endpoint = marketing_endpoint(gate, parts.routes)
+    batches = BatchEndpoints(gate, parts.batches, dispatch)
+    webhooks = WebhookEndpoints(gate, parts.webhooks, dispatch)
     routes = [
         *batches.routes(),
         *webhooks.routes(),

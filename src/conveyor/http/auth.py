@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from conveyor.domain.accounts import Account
 from conveyor.domain.ids import key_hash
-from conveyor.marketing.routing import Account
 
 
 def credential_from_header(header: str | None) -> str | None:

@@ -11,10 +11,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, insert, select
-
-from conveyor.storage.database import Database
-from conveyor.storage.tables import request_slots
+from conveyor.storage.request_slots import RequestSlotStore
 
 
 class ConcurrencyLimiter(Protocol):
@@ -61,7 +58,7 @@ return 0
 class RedisLimiter:
     """A lease-based semaphore per account in a Redis sorted set (member = holder token,
     score = lease expiry). A SIGKILLed holder's slot expires with its lease; Dramatiq's
-    ConcurrentRateLimiter was measured to leak in that case (ARCHITECTURE.md)."""
+    ConcurrentRateLimiter was measured to leak in that case (docs/architecture.md decision 9)."""
 
     client: Any
     limit: int
@@ -90,49 +87,27 @@ class RedisLimiter:
 class DatabaseLimiter:
     """The same lease-based semaphore in a table, for deployments without Redis."""
 
-    database: Database
+    slots: RequestSlotStore
     limit: int
     lease_seconds: float
 
     @contextmanager
     def slot(self, account_pk: int) -> Iterator[bool]:
-        token = uuid.uuid4().hex
-        granted = self._acquire(account_pk, token)
+        token = self.slots.acquire(account_pk, self.limit, self.lease_seconds)
         try:
-            yield granted
+            yield token is not None
         finally:
-            if granted:
-                with self.database.write() as conn:
-                    conn.execute(delete(request_slots).where(request_slots.c.token == token))
-
-    def _acquire(self, account_pk: int, token: str) -> bool:
-        now = time.time()
-        with self.database.write() as conn:
-            if conn.dialect.name == "postgresql":
-                # Serialize count-then-insert per account across processes.
-                conn.execute(select(func.pg_advisory_xact_lock(7290012, account_pk)))
-            mine = request_slots.c.account_pk == account_pk
-            conn.execute(delete(request_slots).where(mine, request_slots.c.expires_ts < now))
-            held = conn.execute(
-                select(func.count()).select_from(request_slots).where(mine)
-            ).scalar_one()
-            if held >= self.limit:
-                return False
-            conn.execute(
-                insert(request_slots).values(
-                    token=token, account_pk=account_pk, expires_ts=now + self.lease_seconds
-                )
-            )
-            return True
+            if token is not None:
+                self.slots.release(token)
 
 
 def create_limiter(
-    limiter_url: str | None, database: Database, limit: int, lease_seconds: float
+    limiter_url: str | None, slots: RequestSlotStore, limit: int, lease_seconds: float
 ) -> ConcurrencyLimiter:
     if not limiter_url:
         return InProcessLimiter(limit)
     if limiter_url == "database":
-        return DatabaseLimiter(database, limit, lease_seconds)
+        return DatabaseLimiter(slots, limit, lease_seconds)
     if limiter_url.startswith(("redis://", "rediss://", "unix://")):
         import redis
 

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
-
 from conveyor.domain import problems
-from conveyor.domain.ids import hex_id, now_iso
+from conveyor.domain.audience import FORGOTTEN, ListRef
 from conveyor.marketing.common import link, paging, schema_url, validate
-from conveyor.marketing.member_store import forget_lists
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import ListCreate, ListPatch
-from conveyor.storage.tables import lists, members, merge_fields, tags
+from conveyor.storage.lists import NewMergeField
 
 routes = RouteTable()
 
 
-@dataclass(frozen=True, slots=True)
-class ListRef:
-    pk: int
-    list_id: str
-
-
-def find_list(conn: Connection, account_pk: int, list_id: str) -> ListRef:
-    """The caller's list, or 404. Another account's list is indistinguishable from none."""
-    row = conn.execute(
-        select(lists.c.pk).where(and_(lists.c.list_id == list_id, lists.c.account_pk == account_pk))
-    ).first()
-    if row is None:
+def find_list(call: Call) -> ListRef:
+    """The caller's list named in the path, or 404 (another account's is the same as none)."""
+    ref = call.stores.lists.find(call.conn, call.account.pk, call.path_params["list_id"])
+    if ref is None:
         raise problems.not_found()
-    return ListRef(row.pk, list_id)
+    return ref
 
 
 DEFAULT_MERGE_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -68,53 +56,21 @@ def default_merge_field_data(tag: str, name: str, kind: str, order: int) -> dict
 @routes.route("POST", "/lists")
 def create_list(call: Call) -> Reply:
     body = validate(ListCreate, call.json_object())
-    list_id = hex_id(10)
-    created = now_iso()
     data = body.model_dump()
-    data.update(
-        {
-            "visibility": "pub",
-            "has_welcome": False,
-            "list_rating": 0,
-            "modules": [],
-        }
-    )
-    pk = call.conn.execute(
-        lists.insert()
-        .values(
-            account_pk=call.account.pk,
-            list_id=list_id,
-            name=body.name,
-            data=data,
-            date_created=created,
-            next_merge_id=len(DEFAULT_MERGE_FIELDS) + 1,
-        )
-        .returning(lists.c.pk)
-    ).scalar_one()
-    call.conn.execute(
-        merge_fields.insert(),
-        [
-            {
-                "list_pk": pk,
-                "merge_id": index,
-                "tag": tag,
-                "data": default_merge_field_data(tag, name, kind, index + 1),
-            }
-            for index, (tag, name, kind) in enumerate(DEFAULT_MERGE_FIELDS, start=1)
-        ],
-    )
+    data.update({"visibility": "pub", "has_welcome": False, "list_rating": 0, "modules": []})
+    defaults = [
+        NewMergeField(tag, default_merge_field_data(tag, name, kind, order))
+        for order, (tag, name, kind) in enumerate(DEFAULT_MERGE_FIELDS, start=2)
+    ]
+    list_id = call.stores.lists.create(call.conn, call.account.pk, body.name, data, defaults)
     return Reply(200, _get_list(call, list_id))
 
 
 @routes.route("GET", "/lists")
 def list_lists(call: Call) -> Reply:
     count, offset = paging(call.query)
-    scope = lists.c.account_pk == call.account.pk
-    total = call.conn.execute(select(func.count()).select_from(lists).where(scope)).scalar_one()
-    rows = call.conn.execute(
-        select(lists).where(scope).order_by(lists.c.pk).limit(count).offset(offset)
-    ).all()
-    stats = _stats(call.conn, [row.pk for row in rows])
+    rows, total = call.stores.lists.page(call.conn, call.account.pk, count, offset)
+    stats = call.stores.lists.member_counts(call.conn, [row.pk for row in rows])
     root = call.api_root
     return Reply(
         200,
@@ -152,51 +108,30 @@ def get_list(call: Call) -> Reply:
 
 @routes.route("PATCH", "/lists/{list_id}")
 def update_list(call: Call) -> Reply:
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ref = find_list(call)
     patch = validate(ListPatch, call.json_object()).model_dump(exclude_unset=True)
-    row = call.conn.execute(select(lists.c.data).where(lists.c.pk == ref.pk)).one()
-    data = dict(row.data)
+    data = call.stores.lists.data(call.conn, ref.pk)
     data.update({key: value for key, value in patch.items() if value is not None})
     values: dict[str, Any] = {"data": data}
     if patch.get("name"):
         values["name"] = patch["name"]
-    call.conn.execute(lists.update().where(lists.c.pk == ref.pk).values(**values))
+    call.stores.lists.update(call.conn, ref.pk, values)
     return Reply(200, _get_list(call, ref.list_id))
 
 
 @routes.route("DELETE", "/lists/{list_id}")
 def delete_list(call: Call) -> Reply:
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
-    forget_lists(call.conn)
-    # Children first: foreign-key cascades are not enabled on every SQLite connection.
-    call.conn.execute(members.delete().where(members.c.list_pk == ref.pk))
-    call.conn.execute(merge_fields.delete().where(merge_fields.c.list_pk == ref.pk))
-    call.conn.execute(tags.delete().where(tags.c.list_pk == ref.pk))
-    call.conn.execute(lists.delete().where(lists.c.pk == ref.pk))
+    ref = find_list(call)
+    call.stores.lists.delete(call.conn, ref.pk)
     return Reply(204)
 
 
 def _get_list(call: Call, list_id: str) -> dict[str, Any]:
-    row = call.conn.execute(
-        select(lists).where(and_(lists.c.list_id == list_id, lists.c.account_pk == call.account.pk))
-    ).first()
+    row = call.stores.lists.row(call.conn, call.account.pk, list_id)
     if row is None:
         raise problems.not_found()
-    return _render(call, row, _stats(call.conn, [row.pk]).get(row.pk, {}))
-
-
-def _stats(conn: Connection, list_pks: list[int]) -> dict[int, dict[str, int]]:
-    if not list_pks:
-        return {}
-    rows = conn.execute(
-        select(members.c.list_pk, members.c.status, func.count())
-        .where(members.c.list_pk.in_(list_pks))
-        .group_by(members.c.list_pk, members.c.status)
-    ).all()
-    result: dict[int, dict[str, int]] = {}
-    for list_pk, status, n in rows:
-        result.setdefault(list_pk, {})[status] = n
-    return result
+    counts = call.stores.lists.member_counts(call.conn, [row.pk]).get(row.pk, {})
+    return _render(call, row, counts)
 
 
 def _render(call: Call, row: Any, counts: dict[str, int]) -> dict[str, Any]:
@@ -226,7 +161,7 @@ def _render(call: Call, row: Any, counts: dict[str, int]) -> dict[str, Any]:
         "modules": data.get("modules", []),
         "stats": {
             "member_count": counts.get("subscribed", 0),
-            "total_contacts": sum(n for s, n in counts.items() if s != "forgotten"),
+            "total_contacts": sum(n for s, n in counts.items() if s != FORGOTTEN),
             "unsubscribe_count": counts.get("unsubscribed", 0),
             "cleaned_count": counts.get("cleaned", 0),
             "member_count_since_send": counts.get("subscribed", 0),

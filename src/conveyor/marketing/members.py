@@ -5,28 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, select
 
 from conveyor.domain import problems
-from conveyor.domain.ids import now_iso, subscriber_hash
+from conveyor.domain.audience import FORGOTTEN, MEMBER_STATUSES, ListContext, MemberRow
+from conveyor.domain.clock import now_iso
+from conveyor.domain.ids import subscriber_hash
 from conveyor.domain.problems import FieldError, Problem
 from conveyor.marketing.common import field_errors, link, paging, schema_url, validate
-from conveyor.marketing.member_store import (
-    FORGOTTEN,
-    ListContext,
-    MemberRow,
-    apply_fields,
-    apply_tag_changes,
-    check_email,
-    find_member,
-    get_visible_member,
-    insert_member,
-    is_unique_violation,
-    load_list,
-    new_member_data,
-    revive,
-    save_member,
-)
+from conveyor.marketing.member_rules import apply_fields, check_email, new_member_data, revive
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import (
     BatchMember,
@@ -36,11 +22,51 @@ from conveyor.marketing.schemas import (
     MemberUpsert,
     TagsPost,
 )
-from conveyor.storage.tables import members
+from conveyor.storage.errors import UniqueViolation
 
 routes = RouteTable()
 
-MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
+
+def load_list(call: Call) -> ListContext:
+    """The caller's list named in the path, with its merge fields, or 404."""
+    ctx = call.stores.lists.context(call.conn, call.account.pk, call.path_params["list_id"])
+    if ctx is None:
+        raise problems.not_found()
+    return ctx
+
+
+def get_visible_member(call: Call, ctx: ListContext) -> MemberRow:
+    """The member the path names, or 404 (a forgotten member is gone)."""
+    member = call.stores.members.find(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    if member is None or member.status == FORGOTTEN:
+        raise problems.not_found()
+    return member
+
+
+def apply_tag_changes(
+    call: Call, ctx: ListContext, member: MemberRow, changes: list[tuple[str, bool]]
+) -> None:
+    """Activate or deactivate tags by name; unknown active tags are created for the list."""
+    current = {tag["name"]: tag for tag in member.data.get("tags", [])}
+    for name, active in changes:
+        if not active:
+            current.pop(name, None)
+            continue
+        if name in current:
+            continue
+        tag_id = call.stores.members.tag_id(call.conn, ctx.pk, name)
+        current[name] = {"id": tag_id, "name": name, "date_added": now_iso(call.clock)}
+    member.data["tags"] = list(current.values())
+
+
+def insert_member(
+    call: Call, ctx: ListContext, email: str, status: str, data: dict[str, Any]
+) -> MemberRow:
+    try:
+        return call.stores.members.insert(call.conn, call.account.pk, ctx.pk, email, status, data)
+    except UniqueViolation:
+        # Added by another transaction since our lookup: answered as if we had looked later.
+        raise problems.member_exists(email) from None
 
 
 def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
@@ -113,44 +139,20 @@ def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
 
 @routes.route("GET", "/lists/{list_id}/members")
 def list_members(call: Call) -> Reply:
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ctx = load_list(call)
     count, offset = paging(call.query)
-    where = [members.c.list_pk == ctx.pk]
     status = call.query.get("status")
-    if status:
-        if status not in MEMBER_STATUSES:
-            raise problems.invalid_resource(
-                [FieldError("status", f"The value '{status}' is not a valid member status.")]
-            )
-        where.append(members.c.status == status)
-    else:
-        where.append(members.c.status != FORGOTTEN)
-    condition = and_(*where)
-    total = call.conn.execute(
-        select(func.count()).select_from(members).where(condition)
-    ).scalar_one()
-    rows = call.conn.execute(
-        select(
-            members.c.web_id,
-            members.c.subscriber_hash,
-            members.c.email_address,
-            members.c.unique_email_id,
-            members.c.contact_id,
-            members.c.status,
-            members.c.data,
-            members.c.last_changed,
+    if status and status not in MEMBER_STATUSES:
+        raise problems.invalid_resource(
+            [FieldError("status", f"The value '{status}' is not a valid member status.")]
         )
-        .where(condition)
-        .order_by(members.c.web_id)
-        .limit(count)
-        .offset(offset)
-    ).all()
+    rows, total = call.stores.members.page(call.conn, ctx.pk, status or None, count, offset)
     root = call.api_root
     href = f"{root}/lists/{ctx.list_id}/members"
     return Reply(
         200,
         {
-            "members": [render_member(root, ctx.list_id, MemberRow(*row)) for row in rows],
+            "members": [render_member(root, ctx.list_id, row) for row in rows],
             "list_id": ctx.list_id,
             "total_items": total,
             "_links": [
@@ -177,8 +179,8 @@ def list_members(call: Call) -> Reply:
 def add_member(call: Call) -> Reply:
     body = validate(MemberCreate, call.json_object())
     email = check_email(body.email_address)
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    existing = find_member(call.conn, ctx.pk, email)
+    ctx = load_list(call)
+    existing = call.stores.members.find(call.conn, ctx.pk, email)
     member = _add(
         call, ctx, email, body.status, body, body.tags or [],
         existing=existing, allow_existing=False,
@@ -207,33 +209,33 @@ def _add(
         existing.email_address = email
         apply_fields(ctx, existing.data, fields, is_new=True)
         if tag_names:
-            apply_tag_changes(call.conn, ctx.pk, existing, [(n, True) for n in tag_names])
-        save_member(call.conn, existing)
+            apply_tag_changes(call, ctx, existing, [(n, True) for n in tag_names])
+        call.stores.members.save(call.conn, existing)
         return existing
     data = apply_fields(ctx, new_member_data(ctx), fields, is_new=True)
-    member = insert_member(call.conn, call.account.pk, ctx, email, status, data)
+    member = insert_member(call, ctx, email, status, data)
     if tag_names:
-        apply_tag_changes(call.conn, ctx.pk, member, [(n, True) for n in tag_names])
-        save_member(call.conn, member)
+        apply_tag_changes(call, ctx, member, [(n, True) for n in tag_names])
+        call.stores.members.save(call.conn, member)
     return member
 
 
 @routes.route("GET", "/lists/{list_id}/members/{subscriber_hash}")
 def get_member(call: Call) -> Reply:
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    ctx = load_list(call)
+    member = get_visible_member(call, ctx)
     return Reply(200, render_member(call.api_root, ctx.list_id, member))
 
 
 @routes.route("PUT", "/lists/{list_id}/members/{subscriber_hash}")
 def upsert_member(call: Call) -> Reply:
     body = validate(MemberUpsert, call.json_object())
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ctx = load_list(call)
     key = call.path_params["subscriber_hash"]
     email = body.email_address or (key if "@" in key else None)
     # A key that is the body's address hashed cannot be a contact id: skip that lookup.
     is_hash_of_email = email is not None and subscriber_hash(email.strip()) == key.lower()
-    member = find_member(call.conn, ctx.pk, key, may_be_contact=not is_hash_of_email)
+    member = call.stores.members.find(call.conn, ctx.pk, key, may_be_contact=not is_hash_of_email)
     if member is None or member.status == "archived":
         if email is None:
             raise problems.invalid_resource(
@@ -262,8 +264,8 @@ def upsert_member(call: Call) -> Reply:
 @routes.route("PATCH", "/lists/{list_id}/members/{subscriber_hash}")
 def update_member(call: Call) -> Reply:
     body = validate(MemberPatch, call.json_object())
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    ctx = load_list(call)
+    member = get_visible_member(call, ctx)
     _update(call, ctx, member, body, body.status)
     return Reply(200, render_member(call.api_root, ctx.list_id, member))
 
@@ -272,7 +274,7 @@ def _update(call: Call, ctx: ListContext, member: MemberRow, body: Any, status: 
     if body.email_address:
         email = check_email(body.email_address)
         if email.lower() != member.email_address.lower():
-            if find_member(call.conn, ctx.pk, email) is not None:
+            if call.stores.members.find(call.conn, ctx.pk, email) is not None:
                 raise problems.member_exists(email)
             member.subscriber_hash = subscriber_hash(email)
         member.email_address = email
@@ -280,42 +282,40 @@ def _update(call: Call, ctx: ListContext, member: MemberRow, body: Any, status: 
     if status and status != member.status:
         member.status = status
         if status == "subscribed" and not member.data["timestamp_opt"]:
-            member.data["timestamp_opt"] = now_iso()
+            member.data["timestamp_opt"] = now_iso(call.clock)
     try:
-        save_member(call.conn, member)
-    except Exception as exc:
-        if is_unique_violation(exc):  # a new address, taken since the lookup above
-            raise problems.member_exists(member.email_address) from None
-        raise
+        call.stores.members.save(call.conn, member)
+    except UniqueViolation:  # a new address, taken since the lookup above
+        raise problems.member_exists(member.email_address) from None
 
 
 @routes.route("DELETE", "/lists/{list_id}/members/{subscriber_hash}")
 def archive_member(call: Call) -> Reply:
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    ctx = load_list(call)
+    member = get_visible_member(call, ctx)
     if member.status == "archived":
         raise problems.not_found()
     member.status = "archived"
-    save_member(call.conn, member)
+    call.stores.members.save(call.conn, member)
     return Reply(204)
 
 
 @routes.route("POST", "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent")
 def delete_permanent(call: Call) -> Reply:
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    ctx = load_list(call)
+    member = get_visible_member(call, ctx)
     # Keep only the hash: enough to refuse a re-import, nothing personal left behind.
     member.status = FORGOTTEN
     member.data = new_member_data(ctx)
     member.email_address = member.subscriber_hash
-    save_member(call.conn, member)
+    call.stores.members.save(call.conn, member)
     return Reply(204)
 
 
 @routes.route("GET", "/lists/{list_id}/members/{subscriber_hash}/tags")
 def list_member_tags(call: Call) -> Reply:
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
+    ctx = load_list(call)
+    member = get_visible_member(call, ctx)
     count, offset = paging(call.query)
     all_tags = member.data["tags"]
     root = call.api_root
@@ -337,19 +337,17 @@ def list_member_tags(call: Call) -> Reply:
 @routes.route("POST", "/lists/{list_id}/members/{subscriber_hash}/tags")
 def change_member_tags(call: Call) -> Reply:
     body = validate(TagsPost, call.json_object())
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
-    member = get_visible_member(call.conn, ctx.pk, call.path_params["subscriber_hash"])
-    apply_tag_changes(
-        call.conn, ctx.pk, member, [(tag.name, tag.status == "active") for tag in body.tags]
-    )
-    save_member(call.conn, member)
+    ctx = load_list(call)
+    member = get_visible_member(call, ctx)
+    apply_tag_changes(call, ctx, member, [(tag.name, tag.status == "active") for tag in body.tags])
+    call.stores.members.save(call.conn, member)
     return Reply(204)
 
 
 @routes.route("POST", "/lists/{list_id}")
 def batch_subscribe(call: Call) -> Reply:
     body = validate(BatchSubscribe, call.json_object())
-    ctx = load_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ctx = load_list(call)
     root = call.api_root
     created: list[dict[str, Any]] = []
     updated: list[dict[str, Any]] = []
@@ -396,7 +394,7 @@ def _subscribe_one(
     call: Call, ctx: ListContext, item: BatchMember, request: BatchSubscribe
 ) -> tuple[MemberRow, bool]:
     email = check_email(item.email_address)
-    existing = find_member(call.conn, ctx.pk, email)
+    existing = call.stores.members.find(call.conn, ctx.pk, email)
     if existing is None or existing.status == "archived":
         status = item.status_if_new or item.status
         if status is None:
@@ -420,8 +418,8 @@ def _subscribe_one(
             changes += [
                 (t["name"], False) for t in existing.data["tags"] if t["name"] not in wanted
             ]
-        apply_tag_changes(call.conn, ctx.pk, existing, changes)
-        save_member(call.conn, existing)
+        apply_tag_changes(call, ctx, existing, changes)
+        call.stores.members.save(call.conn, existing)
     return existing, False
 
 

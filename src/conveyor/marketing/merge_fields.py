@@ -5,16 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import and_, func, select
-
 from conveyor.domain import problems
 from conveyor.domain.problems import FieldError
 from conveyor.marketing.common import link, paging, schema_url, validate
 from conveyor.marketing.lists import find_list
-from conveyor.marketing.member_store import forget_lists
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import MergeFieldCreate, MergeFieldPatch
-from conveyor.storage.tables import lists, merge_fields
 
 routes = RouteTable()
 
@@ -23,19 +19,9 @@ _TAG = re.compile(r"[A-Z0-9_]{1,10}")
 
 @routes.route("GET", "/lists/{list_id}/merge-fields")
 def list_merge_fields(call: Call) -> Reply:
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ref = find_list(call)
     count, offset = paging(call.query)
-    where = [merge_fields.c.list_pk == ref.pk]
-    total = call.conn.execute(
-        select(func.count()).select_from(merge_fields).where(and_(*where))
-    ).scalar_one()
-    rows = call.conn.execute(
-        select(merge_fields)
-        .where(and_(*where))
-        .order_by(merge_fields.c.merge_id)
-        .limit(count)
-        .offset(offset)
-    ).all()
+    rows, total = call.stores.merge_fields.page(call.conn, ref.pk, count, offset)
     root = call.api_root
     href = f"{root}/lists/{ref.list_id}/merge-fields"
     return Reply(
@@ -67,11 +53,8 @@ def list_merge_fields(call: Call) -> Reply:
 @routes.route("POST", "/lists/{list_id}/merge-fields")
 def create_merge_field(call: Call) -> Reply:
     body = validate(MergeFieldCreate, call.json_object())
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
-    # Row lock on PostgreSQL so two creates cannot take the same merge_id.
-    merge_id = call.conn.execute(
-        select(lists.c.next_merge_id).where(lists.c.pk == ref.pk).with_for_update()
-    ).scalar_one()
+    ref = find_list(call)
+    merge_id = call.stores.merge_fields.next_merge_id(call.conn, ref.pk)
     tag = (body.tag or _tag_from_name(body.name, merge_id)).upper()
     if not _TAG.fullmatch(tag):
         raise problems.invalid_resource(
@@ -81,24 +64,21 @@ def create_merge_field(call: Call) -> Reply:
     data = body.model_dump(exclude={"tag"}, exclude_none=True)
     data.setdefault("display_order", merge_id + 1)
     data["options"] = body.options.model_dump(exclude_none=True) if body.options else {}
-    forget_lists(call.conn)
-    call.conn.execute(
-        merge_fields.insert().values(list_pk=ref.pk, merge_id=merge_id, tag=tag, data=data)
-    )
-    call.conn.execute(lists.update().where(lists.c.pk == ref.pk).values(next_merge_id=merge_id + 1))
+    call.stores.lists.forget(call.conn)
+    call.stores.merge_fields.insert(call.conn, ref.pk, merge_id, tag, data)
     return Reply(200, _get(call, ref.pk, ref.list_id, merge_id))
 
 
 @routes.route("GET", "/lists/{list_id}/merge-fields/{merge_id}")
 def get_merge_field(call: Call) -> Reply:
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ref = find_list(call)
     return Reply(200, _get(call, ref.pk, ref.list_id, _merge_id(call)))
 
 
 @routes.route("PATCH", "/lists/{list_id}/merge-fields/{merge_id}")
 def update_merge_field(call: Call) -> Reply:
     body = validate(MergeFieldPatch, call.json_object())
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ref = find_list(call)
     merge_id = _merge_id(call)
     row = _row(call, ref.pk, merge_id)
     data = dict(row.data)
@@ -114,26 +94,18 @@ def update_merge_field(call: Call) -> Reply:
     if "options" in changes:
         changes["options"] = {**data.get("options", {}), **changes["options"]}
     data.update(changes)
-    forget_lists(call.conn)
-    call.conn.execute(
-        merge_fields.update()
-        .where(and_(merge_fields.c.list_pk == ref.pk, merge_fields.c.merge_id == merge_id))
-        .values(tag=tag, data=data)
-    )
+    call.stores.lists.forget(call.conn)
+    call.stores.merge_fields.update(call.conn, ref.pk, merge_id, tag, data)
     return Reply(200, _get(call, ref.pk, ref.list_id, merge_id))
 
 
 @routes.route("DELETE", "/lists/{list_id}/merge-fields/{merge_id}")
 def delete_merge_field(call: Call) -> Reply:
-    ref = find_list(call.conn, call.account.pk, call.path_params["list_id"])
+    ref = find_list(call)
     merge_id = _merge_id(call)
     _row(call, ref.pk, merge_id)
-    forget_lists(call.conn)
-    call.conn.execute(
-        merge_fields.delete().where(
-            and_(merge_fields.c.list_pk == ref.pk, merge_fields.c.merge_id == merge_id)
-        )
-    )
+    call.stores.lists.forget(call.conn)
+    call.stores.merge_fields.delete(call.conn, ref.pk, merge_id)
     return Reply(204)
 
 
@@ -145,11 +117,7 @@ def _merge_id(call: Call) -> int:
 
 
 def _row(call: Call, list_pk: int, merge_id: int) -> Any:
-    row = call.conn.execute(
-        select(merge_fields).where(
-            and_(merge_fields.c.list_pk == list_pk, merge_fields.c.merge_id == merge_id)
-        )
-    ).first()
+    row = call.stores.merge_fields.row(call.conn, list_pk, merge_id)
     if row is None:
         raise problems.not_found()
     return row
@@ -160,11 +128,7 @@ def _get(call: Call, list_pk: int, list_id: str, merge_id: int) -> dict[str, Any
 
 
 def _ensure_tag_free(call: Call, list_pk: int, tag: str, own_merge_id: int | None) -> None:
-    taken = call.conn.execute(
-        select(merge_fields.c.merge_id).where(
-            and_(merge_fields.c.list_pk == list_pk, merge_fields.c.tag == tag)
-        )
-    ).scalar()
+    taken = call.stores.merge_fields.merge_id_of_tag(call.conn, list_pk, tag)
     if taken is not None and taken != own_merge_id:
         raise problems.invalid_resource(
             [FieldError("tag", f'A merge field with the tag "{tag}" already exists.')]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from conveyor.marketing.common import link, schema_url
 from conveyor.marketing.routing import Call, Reply, RouteTable
-from conveyor.storage.tables import members
 
 routes = RouteTable()
 
@@ -19,11 +16,7 @@ def ping(_call: Call) -> Reply:
 @routes.route("GET", "/")
 def account_root(call: Call) -> Reply:
     account = call.account
-    total = call.conn.execute(
-        select(func.count())
-        .select_from(members)
-        .where(members.c.account_pk == account.pk, members.c.status == "subscribed")
-    ).scalar_one()
+    total = call.stores.members.count_subscribed(call.conn, account.pk)
     root = call.api_root
     return Reply(
         200,

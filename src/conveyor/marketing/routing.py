@@ -1,6 +1,6 @@
 """One route table for every operation, callable with or without HTTP.
 
-`invoke()` is the direct call of ARCHITECTURE.md decision 4: method, path, query, body,
+`invoke()` is the direct call of docs/architecture.md decision 3: method, path, query, body,
 account and connection in; status and body out. The HTTP adapter and the batch executor are
 both thin callers of it, so an operation behaves the same whichever way it arrives.
 """
@@ -17,22 +17,15 @@ import orjson
 from sqlalchemy import Connection
 
 from conveyor.domain import problems
-from conveyor.domain.fields import apply_field_selection
+from conveyor.domain.accounts import Account
+from conveyor.domain.clock import Clock
+from conveyor.domain.field_selection import apply_field_selection
 from conveyor.domain.problems import Problem
+from conveyor.storage.marketing_stores import MarketingStores
 
 log = logging.getLogger("conveyor.operations")
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    pk: int
-    account_id: str
-    account_name: str
-    email: str
-    dc: str
-    created_at: str
 
 
 @dataclass(slots=True)
@@ -46,6 +39,11 @@ class Call:
     query: Mapping[str, str]
     body: bytes | str | None
     api_root: str
+    stores: MarketingStores
+
+    @property
+    def clock(self) -> Clock:
+        return self.stores.clock
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object; an absent body is an empty object."""
@@ -113,6 +111,9 @@ class _Route:
 
 @dataclass
 class RouteTable:
+    """Routes to handlers; the table that `invoke` runs also holds the stores they use."""
+
+    stores: MarketingStores | None = None
     _by_length: dict[int, list[_Route]] = field(default_factory=dict)
     # Path → its route and parameters: a batch group sends the same path hundreds of times.
     _resolved: dict[str, tuple[_Route | None, dict[str, str]]] = field(
@@ -224,9 +225,10 @@ def invoke(
     `request_id`, one is made only if a problem document needs it.
     """
     method = method.upper()
+    assert table.stores is not None, "invoke needs a route table built with its stores"
     try:
         handler, params = table.resolve(method, path)
-        reply = handler(Call(conn, account, method, params, query, body, api_root))
+        reply = handler(Call(conn, account, method, params, query, body, api_root, table.stores))
     except Problem as problem:
         return Reply(problem.status, problem.to_document(request_id or new_request_id()))
     except Exception:

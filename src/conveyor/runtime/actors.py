@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import dramatiq
 from dramatiq import Broker
 
-from conveyor.batches.engine import BatchEngine, FollowUp, Step
+from conveyor.batches.engine import BatchEngine
 from conveyor.batches.webhooks import WebhookService
+from conveyor.domain.steps import FollowUp, Step, plan_next
 from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
 
 log = logging.getLogger("conveyor.runtime")
@@ -22,13 +23,8 @@ log = logging.getLogger("conveyor.runtime")
 # RabbitMQ closes a consumer's channel when a delivery stays unacknowledged past its
 # `consumer_timeout` (30 minutes by default), requeueing everything unacknowledged on it. So a
 # message is never processed for that long (a chunk takes seconds; Dramatiq's default limit is
-# 10 minutes, raised for a slow database) ...
+# 10 minutes, raised for a slow database), nor parked that long (`domain.steps`).
 TIME_LIMIT_MS = 20 * 60 * 1000
-# ... nor parked that long: Dramatiq holds a delayed message unacknowledged in the worker until
-# its eta (dramatiq#827), and webhook retries back off past 30 minutes. Work due later than this
-# is not sent at all: its row stays queued with its due time, and the scheduler's sweep sends
-# it once due (ARCHITECTURE.md decision 1).
-MAX_DELAY_SECONDS = 10 * 60
 
 
 @dataclass
@@ -39,13 +35,11 @@ class Dispatcher:
     actors: dict[Step, dramatiq.Actor[[str], None]] = field(default_factory=dict)
 
     def send(self, follow_ups: Iterable[FollowUp]) -> None:
-        for follow_up in follow_ups:
+        plan = plan_next(None, "", follow_ups)
+        for later in plan.left_for_sweep:
+            log.debug("%s %s is due later: the sweep sends it", later.step, later.target_id)
+        for follow_up in plan.send:
             actor = self.actors[follow_up.step]
-            if follow_up.delay_seconds > MAX_DELAY_SECONDS:
-                log.debug(
-                    "%s %s is due later: the sweep sends it", follow_up.step, follow_up.target_id
-                )
-                continue
             if follow_up.delay_seconds > 0:
                 delay_ms = int(follow_up.delay_seconds * 1000)
                 actor.send_with_options(args=(follow_up.target_id,), delay=delay_ms)
@@ -77,12 +71,6 @@ def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService
     return dispatcher
 
 
-# A batch's next stage after preprocessing, and after its last chunk, runs straight on in
-# the same worker call. Re-queued, each would wait behind other batches' chunks, so a small
-# batch would queue three times; a chunk after a chunk is still re-queued (fairness).
-CONTINUE_INLINE = frozenset({(Step.PREPROCESS, Step.WORK), (Step.WORK, Step.FINALIZE)})
-
-
 def _actor_body(
     step: Step,
     runners: Mapping[Step, Callable[[str], list[FollowUp]]],
@@ -90,22 +78,13 @@ def _actor_body(
 ) -> Callable[[str], None]:
     def body(target_id: str) -> None:
         current, follow_ups = step, runners[step](target_id)
-        while (index := _inline_index(current, target_id, follow_ups)) is not None:
-            continuation = follow_ups.pop(index)
-            dispatcher.send(follow_ups)  # the rest first, so other workers start meanwhile
-            current, follow_ups = continuation.step, runners[continuation.step](target_id)
-        dispatcher.send(follow_ups)
+        while True:
+            plan = plan_next(current, target_id, follow_ups)
+            # The rest first, so other workers start meanwhile.
+            dispatcher.send([*plan.send, *plan.left_for_sweep])
+            if plan.inline is None:
+                return
+            current, follow_ups = plan.inline.step, runners[plan.inline.step](target_id)
 
     body.__name__ = runners[step].__name__
     return body
-
-
-def _inline_index(current: Step, target_id: str, follow_ups: list[FollowUp]) -> int | None:
-    for index, follow_up in enumerate(follow_ups):
-        if (
-            (current, follow_up.step) in CONTINUE_INLINE
-            and follow_up.target_id == target_id
-            and follow_up.delay_seconds == 0
-        ):
-            return index
-    return None

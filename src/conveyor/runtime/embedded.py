@@ -9,8 +9,8 @@ import dramatiq
 from dramatiq import Broker
 
 from conveyor.runtime.actors import Dispatcher, declare_actors
-from conveyor.runtime.bootstrap import Services
 from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE, create_broker
+from conveyor.runtime.parts import RuntimeParts
 from conveyor.runtime.scheduler import Scheduler
 
 log = logging.getLogger("conveyor.runtime")
@@ -18,7 +18,7 @@ log = logging.getLogger("conveyor.runtime")
 
 @dataclass
 class EmbeddedRuntime:
-    services: Services
+    services: RuntimeParts
     broker: Broker
     dispatcher: Dispatcher
     worker: dramatiq.Worker
@@ -60,7 +60,7 @@ class EmbeddedRuntime:
         self.broker.close()
 
 
-def embedded_runtime(services: Services) -> EmbeddedRuntime:
+def embedded_runtime(services: RuntimeParts) -> EmbeddedRuntime:
     settings = services.settings.batches
     broker = create_broker(None)
     dispatcher = declare_actors(broker, services.engine, services.webhooks)

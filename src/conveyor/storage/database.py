@@ -47,6 +47,17 @@ class Database:
         with self.reader.begin() as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one snapshot."""
+        with self.reader.connect() as conn:
+            if not self.is_sqlite:
+                # SQLite's read transaction is one snapshot already; PostgreSQL's default
+                # (read committed) takes a new one for every statement.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
     def dispose(self) -> None:
         self.writer.dispose()
         if self.reader is not self.writer:

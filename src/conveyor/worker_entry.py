@@ -11,8 +11,8 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.middleware.prometheus import Prometheus
 
+from conveyor.composition import open_services
 from conveyor.runtime.actors import declare_actors
-from conveyor.runtime.bootstrap import open_services
 from conveyor.runtime.broker import create_broker
 from conveyor.settings import Settings
 

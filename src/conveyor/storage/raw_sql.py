@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
@@ -57,6 +57,27 @@ class RawStatement:
             return list(cursor.fetchall())
         finally:
             cursor.close()
+
+    def first_pooled(self, engine: Engine, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        """One row read on a pooled DBAPI connection, outside any SQLAlchemy transaction:
+        for the hottest reads, whose connect and BEGIN would cost more than the query."""
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                sql, positions = self._sql(engine.dialect)
+                if positions is None:
+                    cursor.execute(sql, params)
+                else:
+                    cursor.execute(sql, tuple(params[name] for name in positions))
+                row: Sequence[Any] | None = cursor.fetchone()
+            finally:
+                cursor.close()
+            if engine.dialect.name != "sqlite":
+                raw.rollback()  # psycopg opened a transaction for the SELECT: end it
+        finally:
+            raw.close()
+        return row
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """One statement, many parameter sets: the DBAPI's executemany."""

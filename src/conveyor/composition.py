@@ -1,0 +1,181 @@
+"""The composition root: settings in, every part of Conveyor built and wired, nothing global.
+
+The CLI, the ASGI app, the runtime and the tests all get their parts from `Services`. Parts
+are built on first use, so a command that only needs the database (`conveyor keys list`)
+opens no webhook client and no broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import httpx
+
+from conveyor.batches.engine import BatchEngine
+from conveyor.batches.service import BatchService
+from conveyor.batches.webhooks import WebhookService
+from conveyor.domain.clock import Clock, SystemClock
+from conveyor.domain.retry import RetryPolicy
+from conveyor.domain.webhook_targets import TargetPolicy
+from conveyor.marketing.routing import RouteTable
+from conveyor.marketing.table import marketing_routes
+from conveyor.settings import Settings
+from conveyor.storage.accounts import AccountStore
+from conveyor.storage.batches import BatchStore
+from conveyor.storage.blobs import BlobStore, open_blob_store
+from conveyor.storage.database import Database, open_database
+from conveyor.storage.leases import LeaseStore
+from conveyor.storage.marketing_stores import MarketingStores
+from conveyor.storage.migrate import upgrade
+from conveyor.storage.request_slots import RequestSlotStore
+from conveyor.storage.secrets import load_or_create_secret
+from conveyor.storage.webhooks import WebhookStore
+
+log = logging.getLogger("conveyor")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    clock: Clock = field(default_factory=SystemClock)
+
+    # --- storage -------------------------------------------------------------------------
+
+    @cached_property
+    def accounts(self) -> AccountStore:
+        return AccountStore(self.clock)
+
+    @cached_property
+    def batch_store(self) -> BatchStore:
+        return BatchStore(self.clock)
+
+    @cached_property
+    def webhook_store(self) -> WebhookStore:
+        return WebhookStore(self.clock)
+
+    @cached_property
+    def marketing_stores(self) -> MarketingStores:
+        return MarketingStores(self.clock)
+
+    @cached_property
+    def request_slots(self) -> RequestSlotStore:
+        return RequestSlotStore(self.database, self.clock)
+
+    @cached_property
+    def leases(self) -> LeaseStore:
+        return LeaseStore(self.database, self.clock)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        settings = self.settings
+        return open_blob_store(settings.blob_url, settings.blob_dir, settings.s3_options)
+
+    @cached_property
+    def secret(self) -> bytes:
+        return load_or_create_secret(self.database, self.settings.secret)
+
+    # --- services ------------------------------------------------------------------------
+
+    @cached_property
+    def routes(self) -> RouteTable:
+        return marketing_routes(self.marketing_stores)
+
+    @cached_property
+    def engine(self) -> BatchEngine:
+        return BatchEngine(
+            self.database,
+            self.routes,
+            self.blobs,
+            self.settings.batches,
+            self.batch_store,
+            self.webhook_store,
+        )
+
+    @cached_property
+    def batches(self) -> BatchService:
+        return BatchService(
+            database=self.database,
+            store=self.batch_store,
+            webhook_store=self.webhook_store,
+            engine=self.engine,
+            blobs=self.blobs,
+            secret=self.secret,
+            settings=self.settings.batches,
+        )
+
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        batches = self.settings.batches
+        return WebhookService(
+            database=self.database,
+            store=self.webhook_store,
+            client=httpx.Client(),
+            policy=TargetPolicy(
+                allow_loopback=batches.webhook_allow_loopback,
+                allow_private=batches.webhook_allow_private,
+            ),
+            retry=RetryPolicy(
+                max_attempts=batches.webhook_max_attempts,
+                first_delay_seconds=batches.webhook_first_retry_seconds,
+            ),
+            download_secret=self.secret,
+            url_ttl_seconds=batches.url_ttl_seconds,
+            max_webhooks=batches.max_webhooks,
+            timeout_seconds=batches.webhook_timeout_seconds,
+        )
+
+    def with_settings(self, settings: Settings) -> Services:
+        """The same storage (stores, blobs, secret) under other settings: for a second app
+        with other limits over one database."""
+        other = Services(settings, self.database, self.clock)
+        for name in _STORAGE_PARTS:
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        return other
+
+    def close(self) -> None:
+        if "webhooks" in self.__dict__:
+            self.webhooks.client.close()
+        self.database.dispose()
+
+
+_STORAGE_PARTS = (
+    "accounts",
+    "batch_store",
+    "webhook_store",
+    "marketing_stores",
+    "request_slots",
+    "leases",
+    "blobs",
+    "secret",
+)
+
+
+def open_services(
+    settings: Settings, *, migrate: bool = True, clock: Clock | None = None
+) -> Services:
+    """Open the database (migrated unless told not to) and wire everything around it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = open_database(settings.resolved_database_url)
+    if migrate:
+        upgrade(database)
+    return Services(settings, database, clock or SystemClock())
+
+
+@dataclass(frozen=True)
+class FirstKey:
+    account_id: str
+    key: str
+
+
+def ensure_first_key(services: Services, dc: str = "us1") -> FirstKey | None:
+    """On a fresh install, create an account and a key so the server is usable at once."""
+    accounts = services.accounts
+    with services.database.write() as conn:
+        if accounts.count_active_keys(conn) > 0:
+            return None
+        account_id = accounts.create_account(conn)
+        return FirstKey(account_id, accounts.create_key(conn, account_id, dc))

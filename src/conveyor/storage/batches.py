@@ -1,0 +1,660 @@
+"""Batch SQL: batch rows, stored operations, chunks with leases, result rows.
+
+Every method runs on the caller's connection (the caller owns the transaction: a group of
+operations and its results commit together, docs/architecture.md decision 2) and reads the
+time from the store's clock. Status and chunk moves are compare-and-sets checked against the
+domain's move tables, so a duplicate message finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+
+from conveyor.domain.accounts import Account
+from conveyor.domain.chunking import plan_chunks
+from conveyor.domain.clock import Clock, now_iso
+from conveyor.domain.ids import hex_id
+from conveyor.domain.operations import Operation
+from conveyor.domain.states import (
+    BATCH_MOVES,
+    CHUNK_MOVES,
+    HIDDEN_BATCH_STATES,
+    IN_FLIGHT_BATCH_STATES,
+    UNSTARTED_BATCH_STATES,
+    BatchStatus,
+    ChunkState,
+    check_move,
+    sources,
+)
+from conveyor.storage.database import Database
+from conveyor.storage.raw_sql import RawStatement
+from conveyor.storage.tables import (
+    accounts_table,
+    api_keys,
+    batch_chunks,
+    batch_operations,
+    batch_results,
+    batches,
+)
+
+_HIDDEN = sorted(HIDDEN_BATCH_STATES)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    account_pk: int
+    status: str
+    total_operations: int
+    finished_operations: int
+    errored_operations: int
+    submitted_at: str
+    completed_at: str
+    api_root: str
+    archive_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A chunk held by one worker until `lease_until`; the token proves who holds it."""
+
+    batch_id: str
+    seq: int
+    next_seq: int
+    stop_seq: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOperation:
+    seq: int
+    method: str
+    path: str
+    params: str | None
+    body: str | None
+    operation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupState:
+    status: BatchStatus
+    rows_pending: bool
+
+
+_BATCH_COLUMNS = (
+    batches.c.id,
+    batches.c.account_pk,
+    batches.c.status,
+    batches.c.total_operations,
+    batches.c.finished_operations,
+    batches.c.errored_operations,
+    batches.c.submitted_at,
+    batches.c.completed_at,
+    batches.c.api_root,
+    batches.c.archive_key,
+)
+
+_OPERATION_COLUMNS = ("batch_id", "seq", "method", "path", "params", "body", "operation_id")
+# Ingest and the executor move millions of these rows: DBAPI executemany, not Core's.
+_INSERT_OPERATION = RawStatement(
+    insert(batch_operations).values({name: bindparam(name) for name in _OPERATION_COLUMNS})
+)
+
+_OWN_BATCH = RawStatement(
+    select(*_BATCH_COLUMNS).where(
+        and_(
+            batches.c.id == bindparam("batch_id"),
+            batches.c.account_pk == bindparam("account_pk"),
+            # Literal: a RawStatement passes only the parameters it is given.
+            batches.c.status.not_in([literal_column(f"'{status}'") for status in _HIDDEN]),
+        )
+    )
+)
+
+_ADVANCE_CHUNK = (
+    update(batch_chunks)
+    .where(
+        and_(
+            batch_chunks.c.batch_id == bindparam("b_batch_id"),
+            batch_chunks.c.seq == bindparam("b_seq"),
+            batch_chunks.c.lease_token == bindparam("b_token"),
+            batch_chunks.c.next_seq == bindparam("b_from"),
+            batch_chunks.c.state == ChunkState.RUNNING.value,
+        )
+    )
+    .values(
+        next_seq=bindparam("b_to"),
+        lease_until=bindparam("b_lease"),
+        state=bindparam("b_state"),
+    )
+)
+
+_LOAD_OPERATIONS = RawStatement(
+    select(
+        batch_operations.c.seq,
+        batch_operations.c.method,
+        batch_operations.c.path,
+        batch_operations.c.params,
+        batch_operations.c.body,
+        batch_operations.c.operation_id,
+    )
+    .where(
+        and_(
+            batch_operations.c.batch_id == bindparam("batch_id"),
+            batch_operations.c.seq >= bindparam("start"),
+            batch_operations.c.seq < bindparam("stop"),
+        )
+    )
+    .order_by(batch_operations.c.seq)
+)
+
+_RESULT_COLUMNS = ("batch_id", "seq", "page", "status_code", "operation_id", "response")
+_INSERT_RESULT = RawStatement(
+    insert(batch_results).values({name: bindparam(name) for name in _RESULT_COLUMNS})
+)
+_COUNT_RESULTS = (
+    update(batches)
+    .where(batches.c.id == bindparam("b_id"))
+    .values(
+        finished_operations=batches.c.finished_operations + bindparam("b_finished"),
+        errored_operations=batches.c.errored_operations + bindparam("b_errored"),
+        total_operations=batches.c.total_operations + bindparam("b_extra"),
+        updated_ts=bindparam("b_now"),
+    )
+)
+
+
+class BatchStore:
+    """All SQL of batches, on the caller's connection, with time from `clock`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    # --- ingest ------------------------------------------------------------------------
+
+    def create_ingesting(self, conn: Connection, account_pk: int, api_root: str) -> str:
+        now = self.clock.now()
+        while True:
+            batch_id = hex_id(10)
+            taken = conn.execute(select(batches.c.id).where(batches.c.id == batch_id)).first()
+            if taken is None:
+                break
+        conn.execute(
+            insert(batches).values(
+                id=batch_id,
+                account_pk=account_pk,
+                status=BatchStatus.INGESTING.value,
+                total_operations=0,
+                finished_operations=0,
+                errored_operations=0,
+                submitted_at=now_iso(self.clock),
+                submitted_ts=now,
+                completed_at="",
+                updated_ts=now,
+                api_root=api_root,
+            )
+        )
+        return batch_id
+
+    def insert_operations(
+        self, conn: Connection, batch_id: str, first_seq: int, operations: Sequence[Operation]
+    ) -> None:
+        _INSERT_OPERATION.run_many(
+            conn,
+            [
+                {
+                    "batch_id": batch_id,
+                    "seq": first_seq + offset,
+                    "method": op.method,
+                    "path": op.path,
+                    "params": orjson.dumps(op.params).decode() if op.params else None,
+                    "body": op.body,
+                    "operation_id": op.operation_id,
+                }
+                for offset, op in enumerate(operations)
+            ],
+        )
+        conn.execute(
+            update(batches).where(batches.c.id == batch_id).values(updated_ts=self.clock.now())
+        )
+
+    def publish(self, conn: Connection, batch_id: str, total: int) -> bool:
+        """Make a fully stored batch visible, as `pending`; false if it was purged meanwhile."""
+        return self._move(
+            conn, batch_id, BatchStatus.INGESTING, BatchStatus.PENDING, total_operations=total
+        )
+
+    def count_unstarted(self, conn: Connection, account_pk: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(batches)
+                .where(
+                    and_(
+                        batches.c.account_pk == account_pk,
+                        batches.c.status.in_(sorted(UNSTARTED_BATCH_STATES)),
+                    )
+                )
+            ).scalar_one()
+        )
+
+    # --- reads -------------------------------------------------------------------------
+
+    def get(
+        self, conn: Connection, batch_id: str, account_pk: int | None = None
+    ) -> BatchRow | None:
+        """A batch clients can see (of `account_pk` when given), or None."""
+        condition = and_(batches.c.id == batch_id, batches.c.status.not_in(_HIDDEN))
+        if account_pk is not None:
+            condition = and_(condition, batches.c.account_pk == account_pk)
+        row = conn.execute(select(*_BATCH_COLUMNS).where(condition)).first()
+        return None if row is None else BatchRow(**row._mapping)
+
+    def read_own(self, database: Database, batch_id: str, account_pk: int) -> BatchRow | None:
+        """The status read clients poll: one indexed row on a pooled DBAPI connection, without
+        a SQLAlchemy transaction around it (its connect and BEGIN cost more than the query)."""
+        row = _OWN_BATCH.first_pooled(
+            database.reader, {"batch_id": batch_id, "account_pk": account_pk}
+        )
+        return None if row is None else BatchRow(*row)
+
+    def list_recent(
+        self, conn: Connection, account_pk: int, retention_seconds: float, count: int, offset: int
+    ) -> tuple[list[BatchRow], int]:
+        """The account's batches of the retention period, newest first, and their total."""
+        condition = and_(
+            batches.c.account_pk == account_pk,
+            batches.c.status.not_in(_HIDDEN),
+            batches.c.submitted_ts >= self.clock.now() - retention_seconds,
+        )
+        total = conn.execute(
+            select(func.count()).select_from(batches).where(condition)
+        ).scalar_one()
+        rows = conn.execute(
+            select(*_BATCH_COLUMNS)
+            .where(condition)
+            .order_by(batches.c.submitted_ts.desc(), batches.c.id)
+            .limit(count)
+            .offset(offset)
+        ).all()
+        return [BatchRow(**row._mapping) for row in rows], int(total)
+
+    def account_of(self, conn: Connection, account_pk: int) -> Account:
+        """The account a batch runs for, as the route table sees it."""
+        row = conn.execute(
+            select(
+                accounts_table.c.id,
+                accounts_table.c.account_id,
+                accounts_table.c.account_name,
+                accounts_table.c.email,
+                func.coalesce(
+                    select(api_keys.c.dc)
+                    .where(api_keys.c.account_pk == accounts_table.c.id)
+                    .limit(1)
+                    .scalar_subquery(),
+                    "us1",
+                ),
+                accounts_table.c.created_at,
+            ).where(accounts_table.c.id == account_pk)
+        ).one()
+        return Account(*row)
+
+    def cleanup_state(self, conn: Connection, batch_id: str) -> CleanupState | None:
+        row = conn.execute(
+            select(batches.c.status, batches.c.rows_pending).where(batches.c.id == batch_id)
+        ).first()
+        return (
+            None if row is None else CleanupState(BatchStatus(row.status), bool(row.rows_pending))
+        )
+
+    # --- status moves (compare-and-set against BATCH_MOVES) -----------------------------
+
+    def move(
+        self, conn: Connection, batch_id: str, current: BatchStatus, target: BatchStatus
+    ) -> bool:
+        return self._move(conn, batch_id, current, target)
+
+    def _move(
+        self,
+        conn: Connection,
+        batch_id: str,
+        current: BatchStatus,
+        target: BatchStatus,
+        **values: Any,
+    ) -> bool:
+        check_move(BATCH_MOVES, current, target)
+        result = conn.execute(
+            update(batches)
+            .where(and_(batches.c.id == batch_id, batches.c.status == current.value))
+            .values(status=target.value, updated_ts=self.clock.now(), **values)
+        )
+        return bool(result.rowcount)
+
+    def touch(self, conn: Connection, batch_id: str, status: BatchStatus) -> None:
+        """Show the sweep that the batch's current step is alive."""
+        conn.execute(
+            update(batches)
+            .where(and_(batches.c.id == batch_id, batches.c.status == status.value))
+            .values(updated_ts=self.clock.now())
+        )
+
+    def plan_and_start(self, conn: Connection, batch_id: str, chunk_size: int) -> int:
+        """Create the chunk rows and move `preprocessing → started`; returns the chunk count."""
+        row = conn.execute(
+            select(batches.c.status, batches.c.total_operations).where(batches.c.id == batch_id)
+        ).first()
+        if row is None or row.status != BatchStatus.PREPROCESSING.value:
+            return 0
+        existing = conn.execute(
+            select(func.count())
+            .select_from(batch_chunks)
+            .where(batch_chunks.c.batch_id == batch_id)
+        ).scalar_one()
+        chunks = plan_chunks(row.total_operations, chunk_size) if row.total_operations else []
+        if not existing and chunks:
+            conn.execute(
+                insert(batch_chunks),
+                [
+                    {
+                        "batch_id": batch_id,
+                        "seq": chunk.seq,
+                        "start_seq": chunk.start,
+                        "stop_seq": chunk.stop,
+                        "next_seq": chunk.start,
+                        "state": ChunkState.QUEUED.value,
+                        "lease_until": 0.0,
+                        "attempts": 0,
+                    }
+                    for chunk in chunks
+                ],
+            )
+        self._move(conn, batch_id, BatchStatus.PREPROCESSING, BatchStatus.STARTED)
+        return len(chunks)
+
+    def finish(self, conn: Connection, batch_id: str, archive_key: str) -> bool:
+        return self._move(
+            conn,
+            batch_id,
+            BatchStatus.FINALIZING,
+            BatchStatus.FINISHED,
+            completed_at=now_iso(self.clock),
+            archive_key=archive_key,
+            rows_pending=True,
+        )
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def claim_chunk(self, conn: Connection, batch_id: str, lease_seconds: float) -> Claim | None:
+        """Take one queued chunk of the batch, or one whose holder's lease ran out."""
+        now = self.clock.now()
+        claimable = and_(
+            batch_chunks.c.batch_id == batch_id,
+            or_(
+                batch_chunks.c.state == ChunkState.QUEUED.value,
+                and_(
+                    batch_chunks.c.state == ChunkState.RUNNING.value,
+                    batch_chunks.c.lease_until < now,
+                ),
+            ),
+        )
+        candidate = conn.execute(
+            select(batch_chunks.c.seq, batch_chunks.c.next_seq, batch_chunks.c.stop_seq)
+            .where(claimable)
+            .order_by(batch_chunks.c.seq)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if candidate is None:
+            return None
+        token = uuid.uuid4().hex
+        taken = conn.execute(
+            update(batch_chunks)
+            .where(and_(claimable, batch_chunks.c.seq == candidate.seq))
+            .values(
+                state=ChunkState.RUNNING.value,
+                lease_token=token,
+                lease_until=now + lease_seconds,
+                attempts=batch_chunks.c.attempts + 1,
+            )
+        ).rowcount
+        if not taken:
+            return None
+        return Claim(batch_id, candidate.seq, candidate.next_seq, candidate.stop_seq, token)
+
+    def advance_chunk(
+        self, conn: Connection, claim: Claim, start: int, stop: int, lease_seconds: float
+    ) -> bool:
+        """Move the chunk's cursor from `start` to `stop` if this claim still holds it.
+
+        Run first in a group's transaction: on PostgreSQL it locks the chunk row until commit,
+        so a second holder (after a lease expiry) cannot commit the same group twice.
+        """
+        target = ChunkState.DONE if stop >= claim.stop_seq else ChunkState.RUNNING
+        check_move(CHUNK_MOVES, ChunkState.RUNNING, target)
+        result = conn.execute(
+            _ADVANCE_CHUNK,
+            {
+                "b_batch_id": claim.batch_id,
+                "b_seq": claim.seq,
+                "b_token": claim.token,
+                "b_from": start,
+                "b_to": stop,
+                "b_lease": self.clock.now() + lease_seconds,
+                "b_state": target.value,
+            },
+        )
+        return result.rowcount == 1
+
+    def release_claim(self, conn: Connection, claim: Claim) -> bool:
+        """Make a chunk claimable at once, if this claim still holds it."""
+        result = conn.execute(
+            update(batch_chunks)
+            .where(
+                and_(
+                    batch_chunks.c.batch_id == claim.batch_id,
+                    batch_chunks.c.seq == claim.seq,
+                    batch_chunks.c.lease_token == claim.token,
+                    batch_chunks.c.state == ChunkState.RUNNING.value,
+                )
+            )
+            .values(lease_until=0.0)
+        )
+        return bool(result.rowcount)
+
+    def release_all_leases(self, conn: Connection) -> int:
+        """After a restart of the one-process server nobody holds a lease: hand them back."""
+        result = conn.execute(
+            update(batch_chunks)
+            .where(batch_chunks.c.state == ChunkState.RUNNING.value)
+            .values(lease_until=0.0)
+        )
+        return int(result.rowcount)
+
+    def chunk_progress(self, conn: Connection, batch_id: str) -> tuple[int, int]:
+        """(chunks not done, chunks claimable now)."""
+        now = self.clock.now()
+        rows = conn.execute(
+            select(batch_chunks.c.state, batch_chunks.c.lease_until).where(
+                and_(
+                    batch_chunks.c.batch_id == batch_id,
+                    batch_chunks.c.state != ChunkState.DONE.value,
+                )
+            )
+        ).all()
+        claimable = sum(
+            1 for r in rows if r.state == ChunkState.QUEUED.value or r.lease_until < now
+        )
+        return len(rows), claimable
+
+    # --- operations and results --------------------------------------------------------
+
+    def load_operations(
+        self, conn: Connection, batch_id: str, start: int, stop: int
+    ) -> list[StoredOperation]:
+        rows = _LOAD_OPERATIONS.all(conn, {"batch_id": batch_id, "start": start, "stop": stop})
+        return [StoredOperation(*row) for row in rows]
+
+    def record_results(
+        self,
+        conn: Connection,
+        batch_id: str,
+        rows: list[dict[str, Any]],
+        finished: int,
+        errored: int,
+        extra_pages: int,
+    ) -> None:
+        """Result rows and the counters they move, in the caller's (group's) transaction."""
+        _INSERT_RESULT.run_many(conn, rows)
+        conn.execute(
+            _COUNT_RESULTS,
+            {
+                "b_id": batch_id,
+                "b_finished": finished,
+                "b_errored": errored,
+                "b_extra": extra_pages,
+                "b_now": self.clock.now(),
+            },
+        )
+
+    def iter_results(
+        self, conn: Connection, batch_id: str
+    ) -> Iterator[tuple[int, str | None, str]]:
+        """(status code, operation id, response) in submission order, streamed."""
+        result = conn.execution_options(yield_per=2_000).execute(
+            select(
+                batch_results.c.status_code,
+                batch_results.c.operation_id,
+                batch_results.c.response,
+            )
+            .where(batch_results.c.batch_id == batch_id)
+            .order_by(batch_results.c.seq, batch_results.c.page)
+        )
+        for row in result:
+            yield cast(tuple[int, str | None, str], tuple(row))
+
+    # --- removal -----------------------------------------------------------------------
+
+    def mark_deleting(self, conn: Connection, batch_id: str) -> str | None:
+        """Hide the batch and stop its work; returns its archive key. Rows are removed after.
+
+        Chunks go first: a running group holds its chunk row until it commits and then
+        updates the batch row, so this order waits for it instead of deadlocking with it, and
+        the group's compare-and-set finds no chunk afterwards.
+        """
+        key = conn.execute(select(batches.c.archive_key).where(batches.c.id == batch_id)).scalar()
+        conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
+        conn.execute(
+            update(batches)
+            .where(
+                and_(
+                    batches.c.id == batch_id,
+                    batches.c.status.in_(sorted(sources(BATCH_MOVES, BatchStatus.DELETING))),
+                )
+            )
+            .values(
+                status=BatchStatus.DELETING.value, rows_pending=True, updated_ts=self.clock.now()
+            )
+        )
+        return key
+
+    def remove_row(self, conn: Connection, batch_id: str) -> None:
+        # Chunks once more: on PostgreSQL, chunks planned by a preprocess that committed while
+        # `mark_deleting` waited for it were invisible to its delete.
+        conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
+        conn.execute(delete(batches).where(batches.c.id == batch_id))
+
+    def rows_dropped(self, conn: Connection, batch_id: str) -> None:
+        conn.execute(update(batches).where(batches.c.id == batch_id).values(rows_pending=False))
+
+    def delete_page(self, conn: Connection, table_name: str, batch_id: str, limit: int) -> int:
+        """Delete up to `limit` operation or result rows of a batch; returns how many went."""
+        table = batch_operations if table_name == "operations" else batch_results
+        seqs = (
+            select(table.c.seq)
+            .where(table.c.batch_id == batch_id)
+            .order_by(table.c.seq)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        upper = conn.execute(
+            select(func.max(table.c.seq)).where(
+                and_(table.c.batch_id == batch_id, table.c.seq.in_(seqs))
+            )
+        ).scalar()
+        if upper is None:
+            return 0
+        result = conn.execute(
+            delete(table).where(and_(table.c.batch_id == batch_id, table.c.seq <= upper))
+        )
+        return int(result.rowcount)
+
+    # --- what the scheduler looks for --------------------------------------------------
+
+    def pending_cleanups(
+        self, conn: Connection, idle_seconds: float, limit: int = 100
+    ) -> list[tuple[str, BatchStatus]]:
+        """Batches being deleted, or finished with rows still to drop, idle since a crash."""
+        rows = conn.execute(
+            select(batches.c.id, batches.c.status)
+            .where(
+                and_(
+                    batches.c.rows_pending.is_(True),
+                    batches.c.updated_ts <= self.clock.now() - idle_seconds,
+                    batches.c.status.in_([BatchStatus.DELETING.value, BatchStatus.FINISHED.value]),
+                )
+            )
+            .limit(limit)
+        ).all()
+        return [(row.id, BatchStatus(row.status)) for row in rows]
+
+    def stalled(self, conn: Connection, idle_seconds: float) -> list[tuple[str, BatchStatus]]:
+        """(batch id, status) of batches in flight whose row has not moved for a while."""
+        rows = conn.execute(
+            select(batches.c.id, batches.c.status).where(
+                and_(
+                    batches.c.status.in_(sorted(IN_FLIGHT_BATCH_STATES)),
+                    batches.c.updated_ts <= self.clock.now() - idle_seconds,
+                )
+            )
+        ).all()
+        return [(row.id, BatchStatus(row.status)) for row in rows]
+
+    def expired(self, conn: Connection, retention_seconds: float, limit: int = 100) -> list[str]:
+        """Batches submitted longer ago than the retention period."""
+        cutoff = self.clock.now() - retention_seconds
+        return list(
+            conn.execute(
+                select(batches.c.id).where(batches.c.submitted_ts < cutoff).limit(limit)
+            ).scalars()
+        )
+
+    def stale_ingests(self, conn: Connection, idle_seconds: float) -> list[str]:
+        """Uploads that stored no page for `idle_seconds` (negative: every upload)."""
+        cutoff = self.clock.now() - idle_seconds
+        return list(
+            conn.execute(
+                select(batches.c.id).where(
+                    and_(
+                        batches.c.status == BatchStatus.INGESTING.value,
+                        batches.c.updated_ts < cutoff,
+                    )
+                )
+            ).scalars()
+        )

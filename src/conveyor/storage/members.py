@@ -1,0 +1,228 @@
+"""Member and tag SQL: the reads and writes the member, tag and batch-subscribe handlers share.
+
+The statements every member operation issues run on the DBAPI cursor (`raw_sql`): the batch
+hot path (docs/architecture.md, "A hot path below SQLAlchemy's execute").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from conveyor.domain.audience import FORGOTTEN, MemberRow
+from conveyor.domain.clock import Clock, now_iso
+from conveyor.domain.ids import hex_id, subscriber_hash
+from conveyor.storage.errors import UniqueViolation, is_unique_violation
+from conveyor.storage.raw_sql import RawStatement, dump_json, load_json
+from conveyor.storage.tables import members, tags
+
+_MEMBER_COLUMNS = (
+    members.c.web_id,
+    members.c.subscriber_hash,
+    members.c.email_address,
+    members.c.unique_email_id,
+    members.c.contact_id,
+    members.c.status,
+    members.c.data,
+    members.c.last_changed,
+)
+
+_MEMBER_BY_HASH = RawStatement(
+    select(*_MEMBER_COLUMNS).where(
+        and_(
+            members.c.list_pk == bindparam("list_pk"),
+            members.c.subscriber_hash == bindparam("h"),
+        )
+    )
+)
+# Looked up apart: `hash = ? OR contact_id = ?` made SQLite scan the whole list.
+_MEMBER_BY_CONTACT = RawStatement(
+    select(*_MEMBER_COLUMNS).where(
+        and_(
+            members.c.list_pk == bindparam("list_pk"),
+            members.c.contact_id == bindparam("h"),
+        )
+    )
+)
+_INSERT_MEMBER = RawStatement(
+    members.insert()
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "account_pk", "list_pk", "subscriber_hash", "email_address", "unique_email_id",
+                "contact_id", "status", "data", "last_changed",
+            )
+        }
+    )
+    .returning(members.c.web_id)
+)  # fmt: skip
+_UPDATE_MEMBER = RawStatement(
+    members.update()
+    .where(members.c.web_id == bindparam("b_web_id"))
+    .values(
+        email_address=bindparam("email_address"),
+        subscriber_hash=bindparam("subscriber_hash"),
+        status=bindparam("status"),
+        data=bindparam("data"),
+        last_changed=bindparam("last_changed"),
+    )
+)
+
+
+def member_key(raw: str) -> str:
+    """The path's member reference: a subscriber hash, an email address or a contact id."""
+    return subscriber_hash(raw) if "@" in raw else raw.lower()
+
+
+def _member(row: Any) -> MemberRow:
+    web_id, hash_, email, unique_id, contact_id, status, data, last_changed = row
+    return MemberRow(
+        int(web_id), hash_, email, unique_id, contact_id, status, load_json(data), last_changed
+    )
+
+
+class MemberStore:
+    """Members of lists and the lists' tags, with time from `clock`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def find(
+        self, conn: Connection, list_pk: int, raw_key: str, *, may_be_contact: bool = True
+    ) -> MemberRow | None:
+        """The member a path names (hash, address or contact id), forgotten ones included."""
+        params = {"list_pk": list_pk, "h": member_key(raw_key)}
+        row = _MEMBER_BY_HASH.first(conn, params)
+        if row is None and may_be_contact and "@" not in raw_key:
+            row = _MEMBER_BY_CONTACT.first(conn, params)
+        return None if row is None else _member(row)
+
+    def insert(
+        self,
+        conn: Connection,
+        account_pk: int,
+        list_pk: int,
+        email: str,
+        status: str,
+        data: dict[str, Any],
+    ) -> MemberRow:
+        """A new member; `UniqueViolation` when another transaction added the address first."""
+        now = now_iso(self.clock)
+        if status == "subscribed" and not data["timestamp_opt"]:
+            data["timestamp_opt"] = now
+        row = MemberRow(
+            web_id=0,
+            subscriber_hash=subscriber_hash(email),
+            email_address=email,
+            unique_email_id=hex_id(10),
+            contact_id=hex_id(32),
+            status=status,
+            data=data,
+            last_changed=now,
+        )
+        try:
+            inserted = _INSERT_MEMBER.first(
+                conn,
+                {
+                    "account_pk": account_pk,
+                    "list_pk": list_pk,
+                    "subscriber_hash": row.subscriber_hash,
+                    "email_address": email,
+                    "unique_email_id": row.unique_email_id,
+                    "contact_id": row.contact_id,
+                    "status": status,
+                    "data": dump_json(data),
+                    "last_changed": now,
+                },
+            )
+        except Exception as exc:
+            # On PostgreSQL two transactions can both miss the address in their lookup; the
+            # unique index lets one insert it.
+            if is_unique_violation(exc):
+                raise UniqueViolation(email) from None
+            raise
+        assert inserted is not None
+        row.web_id = int(inserted[0])
+        return row
+
+    def save(self, conn: Connection, member: MemberRow) -> None:
+        """Write the member back; `UniqueViolation` when its new address is taken."""
+        member.last_changed = now_iso(self.clock)
+        try:
+            _UPDATE_MEMBER.run(
+                conn,
+                {
+                    "b_web_id": member.web_id,
+                    "email_address": member.email_address,
+                    "subscriber_hash": member.subscriber_hash,
+                    "status": member.status,
+                    "data": dump_json(member.data),
+                    "last_changed": member.last_changed,
+                },
+            )
+        except Exception as exc:
+            if is_unique_violation(exc):
+                raise UniqueViolation(member.email_address) from None
+            raise
+
+    def tag_id(self, conn: Connection, list_pk: int, name: str) -> int:
+        """The list's tag of that name, created when it has none."""
+        found = self._find_tag(conn, list_pk, name)
+        if found is None:
+            # Two transactions may both miss a new tag: ON CONFLICT DO NOTHING makes the
+            # second wait for the first and then take its row, instead of failing on the
+            # unique index.
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            conn.execute(
+                insert(tags)
+                .values(list_pk=list_pk, name=name)
+                .on_conflict_do_nothing(index_elements=["list_pk", "name"])
+            )
+            found = self._find_tag(conn, list_pk, name)
+        assert found is not None
+        return found
+
+    def _find_tag(self, conn: Connection, list_pk: int, name: str) -> int | None:
+        found = conn.execute(
+            select(tags.c.id).where(and_(tags.c.list_pk == list_pk, tags.c.name == name))
+        ).scalar()
+        return None if found is None else int(found)
+
+    def page(
+        self,
+        conn: Connection,
+        list_pk: int,
+        status: str | None,
+        count: int,
+        offset: int,
+    ) -> tuple[list[MemberRow], int]:
+        """One page of a list's members (of one status, or all but forgotten ones)."""
+        where = [members.c.list_pk == list_pk]
+        if status:
+            where.append(members.c.status == status)
+        else:
+            where.append(members.c.status != FORGOTTEN)
+        condition = and_(*where)
+        total = conn.execute(
+            select(func.count()).select_from(members).where(condition)
+        ).scalar_one()
+        rows = conn.execute(
+            select(*_MEMBER_COLUMNS)
+            .where(condition)
+            .order_by(members.c.web_id)
+            .limit(count)
+            .offset(offset)
+        ).all()
+        return [_member(row) for row in rows], int(total)
+
+    def count_subscribed(self, conn: Connection, account_pk: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(members)
+                .where(members.c.account_pk == account_pk, members.c.status == "subscribed")
+            ).scalar_one()
+        )

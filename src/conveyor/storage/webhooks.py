@@ -1,0 +1,391 @@
+"""Batch webhook SQL: the webhooks of an account and the delivery outbox.
+
+Delivery moves are compare-and-sets checked against the domain's `DELIVERY_MOVES`; the time
+comes from the store's clock, so retries, leases and retention follow virtual time too.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+
+from conveyor.domain.clock import Clock
+from conveyor.domain.ids import hex_id
+from conveyor.domain.states import (
+    DELIVERY_MOVES,
+    PENDING_DELIVERY_STATES,
+    DeliveryState,
+    check_move,
+    sources,
+)
+from conveyor.domain.webhook_payload import CompletedBatch
+from conveyor.storage.tables import batch_webhooks, webhook_deliveries
+
+_PENDING = sorted(PENDING_DELIVERY_STATES)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRow:
+    id: str
+    account_pk: int
+    url: str
+    enabled: bool
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    id: str
+    webhook_id: str
+    account_pk: int
+    batch_id: str
+    payload: str
+    state: str
+    attempts: int
+    next_attempt_ts: float
+    last_status_code: int | None
+    last_error: str | None
+    history: str
+    created_ts: float
+    delivered_ts: float | None
+
+    @property
+    def is_pending(self) -> bool:
+        return DeliveryState(self.state).is_pending
+
+
+_WEBHOOK_COLUMNS = (
+    batch_webhooks.c.id,
+    batch_webhooks.c.account_pk,
+    batch_webhooks.c.url,
+    batch_webhooks.c.enabled,
+    batch_webhooks.c.secret,
+)
+_DELIVERY_COLUMNS = (
+    webhook_deliveries.c.id,
+    webhook_deliveries.c.webhook_id,
+    webhook_deliveries.c.account_pk,
+    webhook_deliveries.c.batch_id,
+    webhook_deliveries.c.payload,
+    webhook_deliveries.c.state,
+    webhook_deliveries.c.attempts,
+    webhook_deliveries.c.next_attempt_ts,
+    webhook_deliveries.c.last_status_code,
+    webhook_deliveries.c.last_error,
+    webhook_deliveries.c.history,
+    webhook_deliveries.c.created_ts,
+    webhook_deliveries.c.delivered_ts,
+)
+
+
+def _webhook(row: Any) -> WebhookRow:
+    return WebhookRow(**row._mapping)
+
+
+def _delivery(row: Any) -> DeliveryRow:
+    return DeliveryRow(**row._mapping)
+
+
+class WebhookStore:
+    """All SQL of batch webhooks and their deliveries, with time from `clock`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    # --- webhooks ----------------------------------------------------------------------
+
+    def count(self, conn: Connection, account_pk: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(batch_webhooks)
+                .where(batch_webhooks.c.account_pk == account_pk)
+            ).scalar_one()
+        )
+
+    def create(self, conn: Connection, account_pk: int, url: str, enabled: bool) -> WebhookRow:
+        row = WebhookRow(hex_id(10), account_pk, url, enabled, secrets.token_hex(32))
+        conn.execute(
+            insert(batch_webhooks).values(
+                id=row.id,
+                account_pk=account_pk,
+                url=url,
+                enabled=enabled,
+                secret=row.secret,
+                created_ts=self.clock.now(),
+            )
+        )
+        return row
+
+    def get(self, conn: Connection, account_pk: int, webhook_id: str) -> WebhookRow | None:
+        row = conn.execute(
+            select(*_WEBHOOK_COLUMNS).where(
+                and_(batch_webhooks.c.id == webhook_id, batch_webhooks.c.account_pk == account_pk)
+            )
+        ).first()
+        return None if row is None else _webhook(row)
+
+    def list_for_account(
+        self, conn: Connection, account_pk: int, count: int, offset: int
+    ) -> tuple[list[WebhookRow], int]:
+        rows = conn.execute(
+            select(*_WEBHOOK_COLUMNS)
+            .where(batch_webhooks.c.account_pk == account_pk)
+            .order_by(batch_webhooks.c.created_ts, batch_webhooks.c.id)
+            .limit(count)
+            .offset(offset)
+        ).all()
+        return [_webhook(row) for row in rows], self.count(conn, account_pk)
+
+    def update(self, conn: Connection, webhook_id: str, values: dict[str, Any]) -> None:
+        conn.execute(
+            update(batch_webhooks).where(batch_webhooks.c.id == webhook_id).values(**values)
+        )
+
+    def delete(self, conn: Connection, webhook_id: str) -> None:
+        """Remove the webhook; its deliveries still waiting are cancelled, not sent."""
+        conn.execute(
+            update(webhook_deliveries)
+            .where(
+                and_(
+                    webhook_deliveries.c.webhook_id == webhook_id,
+                    webhook_deliveries.c.state.in_(
+                        sorted(sources(DELIVERY_MOVES, DeliveryState.CANCELLED))
+                    ),
+                )
+            )
+            .values(state=DeliveryState.CANCELLED.value, updated_ts=self.clock.now())
+        )
+        conn.execute(delete(batch_webhooks).where(batch_webhooks.c.id == webhook_id))
+
+    def for_delivery(self, conn: Connection, webhook_id: str) -> WebhookRow | None:
+        row = conn.execute(
+            select(*_WEBHOOK_COLUMNS).where(batch_webhooks.c.id == webhook_id)
+        ).first()
+        return None if row is None else _webhook(row)
+
+    # --- the outbox --------------------------------------------------------------------
+
+    def enqueue_completed(
+        self, conn: Connection, account_pk: int, batch: CompletedBatch
+    ) -> list[str]:
+        """One delivery per enabled webhook of the account, in the caller's transaction."""
+        hooks = conn.execute(
+            select(batch_webhooks.c.id).where(
+                and_(
+                    batch_webhooks.c.account_pk == account_pk,
+                    batch_webhooks.c.enabled.is_(True),
+                )
+            )
+        ).scalars()
+        now = self.clock.now()
+        payload = orjson.dumps(batch.to_json()).decode()
+        ids: list[str] = []
+        rows = []
+        for webhook_id in hooks:
+            delivery_id = hex_id(16)
+            ids.append(delivery_id)
+            rows.append(
+                {
+                    "id": delivery_id,
+                    "webhook_id": webhook_id,
+                    "account_pk": account_pk,
+                    "batch_id": batch.id,
+                    "payload": payload,
+                    "state": DeliveryState.QUEUED.value,
+                    "attempts": 0,
+                    "next_attempt_ts": now,
+                    "lease_until": 0.0,
+                    "history": "[]",
+                    "created_ts": now,
+                    "updated_ts": now,
+                }
+            )
+        if rows:
+            conn.execute(insert(webhook_deliveries), rows)
+        return ids
+
+    def count_pending(self, conn: Connection, account_pk: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(webhook_deliveries)
+                .where(
+                    and_(
+                        webhook_deliveries.c.account_pk == account_pk,
+                        webhook_deliveries.c.state.in_(_PENDING),
+                    )
+                )
+            ).scalar_one()
+        )
+
+    def claim(self, conn: Connection, delivery_id: str, lease_seconds: float) -> bool:
+        """Take a due delivery (or one whose sender died) so that only one process sends it."""
+        now = self.clock.now()
+        result = conn.execute(
+            update(webhook_deliveries)
+            .where(
+                and_(
+                    webhook_deliveries.c.id == delivery_id,
+                    or_(
+                        and_(
+                            webhook_deliveries.c.state == DeliveryState.QUEUED.value,
+                            # A little early is fine: the broker's delay and our clock differ.
+                            webhook_deliveries.c.next_attempt_ts <= now + 1.0,
+                        ),
+                        and_(
+                            webhook_deliveries.c.state == DeliveryState.DELIVERING.value,
+                            webhook_deliveries.c.lease_until < now,
+                        ),
+                    ),
+                )
+            )
+            .values(
+                state=DeliveryState.DELIVERING.value,
+                lease_until=now + lease_seconds,
+                updated_ts=now,
+            )
+        )
+        return result.rowcount == 1
+
+    def get_delivery(self, conn: Connection, delivery_id: str) -> DeliveryRow | None:
+        row = conn.execute(
+            select(*_DELIVERY_COLUMNS).where(webhook_deliveries.c.id == delivery_id)
+        ).first()
+        return None if row is None else _delivery(row)
+
+    def record_attempt(
+        self,
+        conn: Connection,
+        delivery: DeliveryRow,
+        *,
+        state: DeliveryState,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        next_attempt_ts: float,
+    ) -> None:
+        check_move(DELIVERY_MOVES, DeliveryState.DELIVERING, state)
+        now = self.clock.now()
+        history = orjson.loads(delivery.history)
+        history.append(
+            {"at": now, "status_code": status_code, "error": error, "duration_ms": duration_ms}
+        )
+        conn.execute(
+            update(webhook_deliveries)
+            .where(
+                and_(
+                    webhook_deliveries.c.id == delivery.id,
+                    webhook_deliveries.c.state == DeliveryState.DELIVERING.value,
+                )
+            )
+            .values(
+                state=state.value,
+                attempts=delivery.attempts + 1,
+                last_status_code=status_code,
+                last_error=error,
+                history=orjson.dumps(history).decode(),
+                next_attempt_ts=next_attempt_ts,
+                lease_until=0.0,
+                updated_ts=now,
+                delivered_ts=now if state is DeliveryState.DELIVERED else None,
+            )
+        )
+
+    def cancel(self, conn: Connection, delivery_id: str) -> None:
+        conn.execute(
+            update(webhook_deliveries)
+            .where(
+                and_(
+                    webhook_deliveries.c.id == delivery_id,
+                    webhook_deliveries.c.state.in_(
+                        sorted(sources(DELIVERY_MOVES, DeliveryState.CANCELLED))
+                    ),
+                )
+            )
+            .values(
+                state=DeliveryState.CANCELLED.value, lease_until=0.0, updated_ts=self.clock.now()
+            )
+        )
+
+    def list_deliveries(
+        self, conn: Connection, webhook_id: str, count: int, offset: int
+    ) -> tuple[list[DeliveryRow], int]:
+        condition = webhook_deliveries.c.webhook_id == webhook_id
+        total = conn.execute(
+            select(func.count()).select_from(webhook_deliveries).where(condition)
+        ).scalar_one()
+        rows = conn.execute(
+            select(*_DELIVERY_COLUMNS)
+            .where(condition)
+            .order_by(webhook_deliveries.c.created_ts.desc(), webhook_deliveries.c.id)
+            .limit(count)
+            .offset(offset)
+        ).all()
+        return [_delivery(row) for row in rows], int(total)
+
+    def requeue(self, conn: Connection, delivery_id: str) -> bool:
+        """Send again from scratch (a manual redelivery): a fresh round of attempts."""
+        now = self.clock.now()
+        result = conn.execute(
+            update(webhook_deliveries)
+            .where(
+                and_(
+                    webhook_deliveries.c.id == delivery_id,
+                    # Not while a sender holds it: its attempt would overwrite the fresh round.
+                    webhook_deliveries.c.state.in_(
+                        sorted(
+                            sources(DELIVERY_MOVES, DeliveryState.QUEUED)
+                            - {DeliveryState.DELIVERING}
+                        )
+                    ),
+                )
+            )
+            .values(
+                state=DeliveryState.QUEUED.value,
+                attempts=0,
+                next_attempt_ts=now,
+                lease_until=0.0,
+                updated_ts=now,
+            )
+        )
+        return result.rowcount == 1
+
+    def overdue(self, conn: Connection, idle_seconds: float, limit: int = 500) -> list[str]:
+        """Deliveries whose message may have been lost: due for a while, or a dead sender's."""
+        now = self.clock.now()
+        return list(
+            conn.execute(
+                select(webhook_deliveries.c.id)
+                .where(
+                    or_(
+                        and_(
+                            webhook_deliveries.c.state == DeliveryState.QUEUED.value,
+                            webhook_deliveries.c.next_attempt_ts <= now - idle_seconds,
+                        ),
+                        and_(
+                            webhook_deliveries.c.state == DeliveryState.DELIVERING.value,
+                            webhook_deliveries.c.lease_until < now,
+                        ),
+                    )
+                )
+                .limit(limit)
+            ).scalars()
+        )
+
+    def purge_ended(self, conn: Connection, retention_seconds: float) -> int:
+        """Drop ended deliveries older than the retention period (their batch is gone too)."""
+        cutoff = self.clock.now() - retention_seconds
+        result = conn.execute(
+            delete(webhook_deliveries).where(
+                and_(
+                    webhook_deliveries.c.created_ts < cutoff,
+                    webhook_deliveries.c.state.not_in(_PENDING),
+                )
+            )
+        )
+        return int(result.rowcount)
