@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -21,7 +22,22 @@ from conveyor.settings import Settings
 POSTGRES_ADMIN_URL = os.environ.get(
     "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# pytest's `record_property` fixture: a name and a value for the test report.
+RecordProperty = Callable[[str, object], None]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_conveyor_environment() -> Iterator[None]:
+    """Settings read `CONVEYOR_*` variables: the tests start from none, whatever the shell
+    that runs them has set (each test that needs one sets it itself)."""
+    saved = {name: value for name, value in os.environ.items() if name.startswith("CONVEYOR_")}
+    for name in saved:
+        if not name.startswith("CONVEYOR_TEST_"):
+            del os.environ[name]
+    yield
+    os.environ.update(saved)
 
 
 def require_service(name: str, reason: str) -> None:
@@ -103,7 +119,7 @@ def app_client(services: Services) -> Iterator[TestClient]:
 @pytest.fixture
 def api(services: Services, app_client: TestClient) -> ApiUser:
     account_id, key = new_account_key(services)
-    app_client.auth = httpx.BasicAuth("anyone", key)
+    app_client.auth = httpx2.BasicAuth("anyone", key)
     return ApiUser(account_id, key, app_client)
 
 
@@ -111,11 +127,11 @@ def api(services: Services, app_client: TestClient) -> ApiUser:
 def other_api(services: Services) -> Iterator[ApiUser]:
     account_id, key = new_account_key(services)
     with TestClient(create_app(services), base_url="http://testserver") as client:
-        client.auth = httpx.BasicAuth("x", key)
+        client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
 
-LIST_BODY = {
+LIST_BODY: dict[str, Any] = {
     "name": "Newsletter",
     "permission_reminder": "You signed up on our site.",
     "email_type_option": False,
@@ -161,7 +177,7 @@ def batch_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[ApiUser]
     account_id, key = new_account_key(services)
     app = create_app(services, runtime.dispatcher.send)
     with TestClient(app, base_url="http://testserver") as client:
-        client.auth = httpx.BasicAuth("x", key)
+        client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
 
@@ -170,5 +186,5 @@ def batch_other_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[Ap
     account_id, key = new_account_key(services)
     app = create_app(services, runtime.dispatcher.send)
     with TestClient(app, base_url="http://testserver") as client:
-        client.auth = httpx.BasicAuth("x", key)
+        client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)

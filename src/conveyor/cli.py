@@ -9,11 +9,18 @@ from typing import Any
 
 import click
 
-from conveyor.settings import Settings
+from conveyor.settings import Settings, SettingsError
 
 
 def _settings(**flags: Any) -> Settings:
-    return Settings.from_env(**flags)
+    """Settings from flags and the environment; a bad value ends the command with one line
+    per problem (naming the variable) and exit status 2, never a traceback."""
+    try:
+        return Settings.from_env(**flags)
+    except SettingsError as exc:
+        for line in exc.problems:
+            click.echo(f"Error: {line}", err=True)
+        sys.exit(2)
 
 
 database_options = [

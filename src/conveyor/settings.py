@@ -1,76 +1,144 @@
-"""One typed settings object, read from flags and the environment once, at the edge."""
+"""One typed settings model, read from flags and `CONVEYOR_*` variables once, at the edge.
+
+Every value is checked when it is read: a bad one stops the process with one line naming
+the variable (`SettingsError`), never a traceback later. Secrets never appear in `repr`.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-T = TypeVar("T")
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CONVEYOR_"
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+Positive = Annotated[int, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-account request limits of the Marketing API (FACTS.md: 10 connections, 120 s)."""
+class SettingsError(ValueError):
+    """Settings that cannot work, each problem a line naming its variable."""
 
-    max_concurrent_requests: int = 10
-    request_timeout_seconds: float = 120.0
-    max_body_bytes: int = 4 * 1024 * 1024
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    max_operations: int = 1_000_000
-    max_body_bytes: int = 1024 * 1024 * 1024
-    max_unstarted_batches: int = 500
-    chunk_size: int = 2_500
-    group_size: int = 500
-    worker_threads: int = 2
-    results_per_file: int = 10_000
-    retention_seconds: int = 7 * 24 * 3600
-    url_ttl_seconds: int = 600
-    lease_seconds: int = 60
-    page_size: int = 1_000
-    ingest_page_size: int = 5_000
-    stale_ingest_seconds: int = 900
-    sweep_interval_seconds: float = 5.0
-    sweep_idle_seconds: float = 30.0
-    webhook_threads: int = 8
-    webhook_max_attempts: int = 8
-    webhook_first_retry_seconds: float = 36.0
-    webhook_timeout_seconds: float = 10.0
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=False)
+
+
+class Limits(_Section):
+    """Per-account request limits of the Marketing API (docs/compatibility.md: 10
+    simultaneous connections, 120 s per request)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+
+    max_concurrent_requests: Positive = 10
+    request_timeout_seconds: PositiveSeconds = 120.0
+    max_body_bytes: Positive = 4 * 1024 * 1024
+
+
+class BatchSettings(_Section):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "BATCH_")
+
+    max_operations: Positive = 1_000_000
+    max_body_bytes: Positive = 1024 * 1024 * 1024
+    max_unstarted_batches: Positive = 500
+    chunk_size: Positive = 2_500
+    group_size: Positive = 500
+    worker_threads: Positive = 2
+    results_per_file: Positive = 10_000
+    retention_seconds: Positive = 7 * 24 * 3600
+    url_ttl_seconds: Positive = 600
+    lease_seconds: PositiveSeconds = 60
+    page_size: Positive = 1_000
+    ingest_page_size: Positive = 5_000
+    stale_ingest_seconds: PositiveSeconds = 900
+    sweep_interval_seconds: PositiveSeconds = 5.0
+    sweep_idle_seconds: PositiveSeconds = 30.0
+    webhook_threads: Positive = 8
+    webhook_max_attempts: Positive = 8
+    webhook_first_retry_seconds: Annotated[float, Field(ge=0)] = 36.0
+    webhook_timeout_seconds: PositiveSeconds = 10.0
     webhook_allow_loopback: bool = True
     webhook_allow_private: bool = True
-    max_webhooks: int = 20
-    max_pending_webhooks: int = 500
+    max_webhooks: Positive = 20
+    max_pending_webhooks: Positive = 500
+
+    @field_validator("group_size", mode="after")
+    @classmethod
+    def _groups_fit_in_chunks(cls, value: int, info: ValidationInfo) -> int:
+        chunk_size = info.data.get("chunk_size")
+        if chunk_size is not None and value > chunk_size:
+            raise ValueError(f"a group ({value}) must not exceed a chunk ({chunk_size})")
+        return value
 
 
-@dataclass(frozen=True)
-class Settings:
+_SCHEMES = {
+    "database_url": ("sqlite", "postgres", "postgresql", "postgresql+psycopg"),
+    "broker_url": ("redis", "rediss", "unix", "amqp", "amqps"),
+    "blob_url": ("file", "s3"),
+    "public_url": ("http", "https"),
+    "s3_endpoint": ("http", "https"),
+}
+
+
+class Settings(_Section):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
     data_dir: Path = Path("./data")
     database_url: str | None = None
-    secret: str | None = None
+    secret: str | None = Field(default=None, repr=False)
     public_url: str | None = None
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     # Scaled out: a Dramatiq broker (redis:// or amqp://); absent = in-process.
     broker_url: str | None = None
-    # file:///shared/path or s3://bucket/prefix; absent = <data-dir>/blobs.
+    # file:///a/shared/folder or s3://bucket/prefix; absent = <data-dir>/blobs.
     blob_url: str | None = None
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
     # Where the per-account connection limit is counted across API processes: a redis://
     # URL, "database" (PostgreSQL), or absent = this process only.
     limiter_url: str | None = None
-    limits: Limits = field(default_factory=Limits)
-    batches: BatchSettings = field(default_factory=BatchSettings)
+    limits: Limits = Field(default_factory=Limits)
+    batches: BatchSettings = Field(default_factory=BatchSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator(*_SCHEMES, mode="after")
+    @classmethod
+    def _known_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        allowed = _SCHEMES[str(info.field_name)]
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in allowed:
+            raise ValueError("expected a URL of " + ", ".join(f"{s}://" for s in allowed))
+        return value
+
+    @field_validator("limiter_url", mode="after")
+    @classmethod
+    def _known_limiter(cls, value: str | None) -> str | None:
+        if value is None or value == "database" or value.startswith(("redis://", "rediss://")):
+            return value
+        raise ValueError("expected a redis:// URL or 'database'")
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if isinstance(value, str) and name and name.endswith("_url"):
+                value = mask_password(value)
+            yield name, value
 
     @property
     def resolved_database_url(self) -> str:
@@ -95,44 +163,56 @@ class Settings:
         return options
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from `CONVEYOR_*` variables; explicit overrides (flags) win."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in ("limits", "batches"):
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = _coerce(f.type, raw)
-        limits = _section(Limits, env, "")
-        batches = _section(BatchSettings, env, "BATCH_")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "data_dir" in values:
-            values["data_dir"] = Path(values["data_dir"])
-        return cls(limits=limits, batches=batches, **values)
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from `CONVEYOR_*` variables; explicit overrides (flags) win.
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
-
-def _section(cls: type[T], env: Mapping[str, str], prefix: str) -> T:
-    values: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        raw = env.get(ENV_PREFIX + prefix + f.name.upper())
-        if raw:
-            values[f.name] = _coerce(f.type, raw)
-    return cls(**values)
+        Raises `SettingsError` with one line per bad value, naming its variable.
+        """
+        given = {name: value for name, value in overrides.items() if value is not None}
+        problems: list[str] = []
+        sections: tuple[tuple[str, type[_Section], str], ...] = (
+            ("limits", Limits, ""),
+            ("batches", BatchSettings, "BATCH_"),
+        )
+        for name, section, prefix in sections:
+            if name not in given:
+                try:
+                    given[name] = section()
+                except ValidationError as exc:
+                    problems += _problems(exc, prefix)
+                    given[name] = section.model_construct()  # so the rest is checked too
+        try:
+            settings = cls(**given)
+        except ValidationError as exc:
+            problems += _problems(exc, "")
+        if problems:
+            raise SettingsError(problems)
+        return settings
 
 
-def _coerce(type_name: object, raw: str) -> Any:
-    text = str(type_name)
-    if text.startswith("bool"):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if text.startswith("int"):
-        return int(raw)
-    if text.startswith("float"):
-        return float(raw)
-    if text.startswith("Path"):
-        return Path(raw)
-    return raw
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by `***`, for logs and `repr`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _problems(exc: ValidationError, prefix: str) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        fields = [str(part) for part in error["loc"] if not isinstance(part, int)]
+        name = "_".join(fields).upper() if fields else "*"
+        given = error.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+        lines.append(f"{ENV_PREFIX}{prefix}{name}: {_message(error)}{shown}")
+    return lines
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
