@@ -130,7 +130,7 @@ def read_archive(data: bytes) -> list[ArchiveEntry]:
         members = archive.getmembers()
         assert members, "empty archive"
         for member in members:
-            # Real Mailchimp tars start with a `./` entry that breaks some readers (FACTS.md).
+            # Real Mailchimp tars start with a `./` entry that breaks some readers.
             assert member.isfile(), f"not a plain file: {member.name!r}"
             assert not member.name.startswith(("./", "/")), member.name
             assert member.name.endswith(".json"), member.name

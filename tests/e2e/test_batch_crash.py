@@ -1,6 +1,6 @@
 """Crash safety of the Batch endpoint: SIGKILL a real `conveyor serve` again and again.
 
-ARCHITECTURE.md decision 3 promises exactly-once effects and exactly one result per operation
+docs/architecture.md decision 2 promises exactly-once effects and exactly one result per operation
 whatever moment the process dies at. These tests kill the server with SIGKILL (no cleanup
 runs, as in an OOM kill or a power cut) at random moments, restart it on the same data dir,
 and check what a client can see: the archive, the batch counters and the list's members.
@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import RecordProperty
 from tests.e2e.batch_support import (
     Progress,
     api_client,
@@ -71,6 +72,7 @@ def crash_operations(
     """
     members = f"lists/{list_id}/members"
     planned: list[tuple[str, str, str, Any, Expected]] = []
+    body: Any
 
     def plan(kind: str, method: str, path: str, body: Any, expected: Expected) -> None:
         planned.append((kind, method, path, body, expected))
@@ -142,7 +144,7 @@ def add_old_members(api: httpx.Client, list_id: str, count: int) -> list[str]:
 
 
 def test_sigkill_during_a_batch_loses_and_repeats_nothing(
-    server: ServerProcess, record_property: pytest.RecordProperty
+    server: ServerProcess, record_property: RecordProperty
 ) -> None:
     rng = seeded_random()
     api = api_client(server)
@@ -167,9 +169,13 @@ def test_sigkill_during_a_batch_loses_and_repeats_nothing(
     targets = [*sorted(rng.sample(range(500, 19_500), MIN_KILLS)), 20_000]
     kills: list[tuple[float, str, int]] = []
     for target in targets:
+
+        def passed(batch: dict[str, Any], target: int = target) -> bool:
+            return bool(batch["finished_operations"] >= target)
+
         reached = wait_until(
             lambda: progress.add(read_status(api, batch_id)),
-            lambda batch, target=target: batch["finished_operations"] >= target,
+            passed,
             timeout=120,
         )
         if reached["status"] == "finished":

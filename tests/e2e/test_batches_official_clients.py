@@ -1,8 +1,8 @@
 """The Batch endpoint through the official Python clients, against a real `conveyor serve`.
 
-The clients are pointed at the server as FACTS.md ("The official clients") says and are used
-exactly as their documentation shows: submit, poll the status, list, download the archive
-from `response_body_url` with no key, delete.
+The clients are pointed at the server as docs/compatibility.md ("The official clients") says
+and are used exactly as their documentation shows: submit, poll the status, list, download
+the archive from `response_body_url` with no key, delete.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from mailchimp3 import MailChimp
 from mailchimp3.mailchimpclient import MailChimpError
 from mailchimp_marketing.api_client import ApiClientError
 
+from tests.conftest import LIST_BODY
 from tests.e2e.batch_support import (
-    LIST_BODY,
     ArchiveEntry,
     Progress,
     download_archive,

@@ -1,8 +1,8 @@
 """The official Python clients against a real `conveyor serve` process.
 
-Both are pointed at the server the way FACTS.md ("The official clients") describes; nothing
-else about them is changed. Anything they cannot do here is a deviation of Conveyor from the
-real API.
+Both are pointed at the server as docs/compatibility.md ("The official clients") describes;
+nothing else about them is changed. Anything they cannot do here is a deviation of Conveyor
+from the real API.
 """
 
 from __future__ import annotations

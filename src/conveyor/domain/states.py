@@ -121,5 +121,5 @@ def sources(moves: Mapping[S, frozenset[S]], target: S) -> frozenset[S]:
 
 
 def is_success(status_code: int) -> bool:
-    """An operation is errored when its status code is not 2xx (FACTS.md)."""
+    """An operation is errored when its status code is not 2xx (docs/compatibility.md)."""
     return 200 <= status_code <= 299

@@ -1,4 +1,4 @@
-"""The batch webhook's form body, byte for byte as Mailchimp sends it (FACTS.md).
+"""The batch webhook's form body, byte for byte as Mailchimp sends it (docs/compatibility.md).
 
 `type=batch_operation_completed&fired_at=2017-02-10 14:59:37&data[id]=…`: a query-string
 style form, `fired_at` without `T` or zone, numbers as strings, `_links` flattened by index.

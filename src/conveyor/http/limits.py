@@ -1,4 +1,4 @@
-"""The per-account limit on requests in flight (FACTS.md: 10 simultaneous connections)."""
+"""The per-account limit on requests in flight: 10 at once (docs/compatibility.md)."""
 
 from __future__ import annotations
 

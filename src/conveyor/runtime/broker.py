@@ -29,7 +29,7 @@ def create_broker(broker_url: str | None) -> Broker:
         from dramatiq.brokers.redis import RedisBroker
 
         # Dramatiq's defaults leave a killed worker's messages stranded for a long time
-        # (ARCHITECTURE.md, runtime facts); these bring them back within seconds.
+        # (docs/architecture.md, "Runtime facts"); these bring them back within seconds.
         return RedisBroker(  # type: ignore[no-untyped-call]
             url=broker_url,
             heartbeat_timeout=30_000,
