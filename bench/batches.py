@@ -29,17 +29,19 @@ from typing import Any
 import httpx
 import orjson
 import psutil
-from conveyor.marketing.member_store import _INSERT_MEMBER, _LIST_CONTEXT, _MEMBER_BY_HASH
+from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess, free_port
 
-from bench.direct import LIST_BODY
 from bench.report import Figure, print_table, write_json
 from conveyor.composition import ensure_first_key, open_services
-from conveyor.domain.ids import hex_id, now_iso, subscriber_hash
+from conveyor.domain.clock import SystemClock, now_iso
+from conveyor.domain.ids import hex_id, subscriber_hash
 from conveyor.domain.operations import Operation
 from conveyor.domain.steps import FollowUp, Step
 from conveyor.marketing.routing import invoke
 from conveyor.settings import Settings
+from conveyor.storage.lists import LIST_CONTEXT
+from conveyor.storage.members import _INSERT_MEMBER, _MEMBER_BY_HASH
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -202,7 +204,7 @@ def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
     dialect = sqlite_dialect.dialect()
-    list_sql, list_pos = _LIST_CONTEXT._sql(dialect)
+    list_sql, list_pos = LIST_CONTEXT._sql(dialect)
     member_sql, member_pos = _MEMBER_BY_HASH._sql(dialect)
     insert_sql, insert_pos = _INSERT_MEMBER._sql(dialect)
     assert list_pos and member_pos and insert_pos
@@ -227,7 +229,7 @@ def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -
             values = {
                 "account_pk": account_pk, "list_pk": list_pk, "subscriber_hash": hashed,
                 "email_address": email, "unique_email_id": hex_id(10), "contact_id": hex_id(32),
-                "status": "subscribed", "data": member_json, "last_changed": now_iso(),
+                "status": "subscribed", "data": member_json, "last_changed": now_iso(SystemClock()),
             }  # fmt: skip
             conn.execute(insert_sql, [values[n] for n in insert_pos]).fetchone()
             conn.execute("RELEASE op")

@@ -203,7 +203,7 @@ def run_floor_core(setup: Setup, addresses: list[str], group: int) -> Rate:
 
 def compiled(conn: Connection, statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
     sql = statement.compile(dialect=conn.dialect)
-    return sql.string, tuple(sql.positiontup or ())
+    return sql.string, tuple(getattr(sql, "positiontup", None) or ())
 
 
 def run_floor_dbapi(setup: Setup, addresses: list[str], group: int) -> Rate:
@@ -244,9 +244,11 @@ def handler_statements(setup: Setup) -> dict[str, list[str]]:
         try:
             for which, email in (("first", "t1@example.org"), ("later", "t2@example.org")):
                 statements = seen[which]
-                raw.set_trace_callback(
-                    lambda sql, into=statements: into.append(" ".join(sql.split()))
-                )
+
+                def trace(sql: str, into: list[str] = statements) -> None:
+                    into.append(" ".join(sql.split()))
+
+                raw.set_trace_callback(trace)
                 reply = invoke(
                     setup.services.routes, conn, setup.account, "POST", setup.path, {},
                     orjson.dumps({"email_address": email, "status": "subscribed"}),

@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess, child_env, free_port
 
-from bench.direct import LIST_BODY
 from bench.report import Figure, print_table, write_json
 
 HTTP_TARGET = 1_500.0

@@ -36,9 +36,9 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+from tests.conftest import LIST_BODY
 from tests.e2e.scaled import Deployment, Infrastructure, flush_redis, fresh_database
 
-from bench.direct import LIST_BODY
 from bench.report import Figure, machine, write_json
 from conveyor.domain.ids import subscriber_hash
 
@@ -247,9 +247,10 @@ def run_once(
             assert status["errored_operations"] == 0, status
     cpu = CpuSplit(capacity=(finished - started) * (os.cpu_count() or 1))
     cpu.busy = busy_after - busy_before
-    spent: Counter[str] = Counter()
+    spent: dict[str, float] = {}
     for pid, total in after.items():
-        spent[labels.get(pid, "other")] += total - before.get(pid, 0.0)
+        owner = labels.get(pid, "other")
+        spent[owner] = spent.get(owner, 0.0) + total - before.get(pid, 0.0)
     # Processes that ended meanwhile are missing from `after`; "other" is the remainder.
     known = sum(value for owner, value in spent.items() if owner != "other")
     spent["other"] = max(0.0, cpu.busy - known)

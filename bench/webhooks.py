@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import orjson
+from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess, free_port
 from tests.webhooks.receiver import running_receiver
 
-from bench.direct import LIST_BODY
 from bench.report import Figure, print_table, write_json
 
 TARGET_MS = 50.0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 
-import httpx
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -32,7 +31,7 @@ def make_client(services: Services) -> Iterator[ClientFactory]:
         ) -> TestClient:
             settings = services.settings
             if limits is not None:
-                settings = replace(settings, limits=limits)
+                settings = settings.model_copy(update={"limits": limits})
             app = create_app(services.with_settings(settings))
             client = stack.enter_context(
                 TestClient(
@@ -42,7 +41,7 @@ def make_client(services: Services) -> Iterator[ClientFactory]:
                 )
             )
             if key is not None:
-                client.auth = httpx.BasicAuth("anystring", key)
+                client.auth = httpx2.BasicAuth("anystring", key)
             return client
 
         yield build

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import httpx
+import httpx2
 from sqlalchemy import select
 
 from conveyor.composition import Services
@@ -23,7 +23,7 @@ def md5(email: str) -> str:
 
 
 def assert_problem(
-    response: httpx.Response, status: int, title: str | None = None
+    response: httpx2.Response, status: int, title: str | None = None
 ) -> dict[str, Any]:
     """A Mailchimp problem document: content type, five fields, instance == X-Request-Id."""
     assert response.status_code == status, response.text
@@ -48,7 +48,7 @@ def error_fields(problem: dict[str, Any]) -> set[str]:
     return {error["field"] for error in problem.get("errors", [])}
 
 
-def assert_json(response: httpx.Response, status: int = 200) -> Any:
+def assert_json(response: httpx2.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == JSON_TYPE
     assert response.headers["x-request-id"]

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from conveyor.composition import Services
-from conveyor.http import auth
+from conveyor.domain.clock import OffsetClock
 from tests.api.conftest import ClientFactory
 from tests.api.support import assert_json, assert_problem
 from tests.conftest import ApiUser, new_account_key
@@ -67,7 +67,7 @@ def test_key_of_another_datacenter_suffix_is_invalid(
 
 
 def test_revoked_key_stops_working(
-    api: ApiUser, services: Services, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    api: ApiUser, services: Services, make_client: ClientFactory, clock: OffsetClock
 ) -> None:
     assert_json(api.client.get("/3.0/ping"))  # now cached by this app's key cache
     with services.database.write() as conn:
@@ -75,8 +75,7 @@ def test_revoked_key_stops_working(
     # A fresh app has no cache: refused at once.
     assert_problem(make_client(api.key).get("/3.0/ping"), 401, "API Key Invalid")
     # The running app refuses it once its cache entry (a short TTL) has expired.
-    now = auth.time.monotonic()
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now + 3600)
+    clock.advance(3600)
     assert_problem(api.client.get("/3.0/ping"), 401, "API Key Invalid")
 
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import pytest
 
 from conveyor.composition import Services
@@ -34,7 +34,7 @@ def nested(depth: int) -> str:
 
 def probe(
     api: ApiUser, services: Services, method: str, path: str, body: Any = None, **kw: Any
-) -> httpx.Response:
+) -> httpx2.Response:
     """Send one request: a 4xx is a problem document and leaves the account as it was."""
     writes = method != "GET"
     before = account_state(services, api.account_id) if writes else None
@@ -128,7 +128,7 @@ def test_list_fields_of_every_type(api: ApiUser, list_id: str, services: Service
         probe(api, services, "POST", "/3.0/lists", body)
         probe(api, services, "PATCH", f"/3.0/lists/{list_id}", body)
     for section in ("contact", "campaign_defaults"):
-        for inner in replaced(LIST_BODY[section], WRONG_TYPES):  # type: ignore[arg-type]
+        for inner in replaced(LIST_BODY[section], WRONG_TYPES):
             probe(api, services, "POST", "/3.0/lists", {**LIST_BODY, section: inner})
 
 

@@ -72,7 +72,7 @@ def test_validation_names_each_bad_field(api: ApiUser) -> None:
         **LIST_BODY,
         "name": 1,
         "email_type_option": "no",
-        "campaign_defaults": {**LIST_BODY["campaign_defaults"], "subject": None},  # type: ignore[dict-item]
+        "campaign_defaults": {**LIST_BODY["campaign_defaults"], "subject": None},
     }
     problem = assert_problem(api.client.post("/3.0/lists", json=body), 400, "Invalid Resource")
     assert problem["detail"] == (

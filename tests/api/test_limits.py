@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import anyio
-import httpx
+import httpx2
 
 from conveyor.composition import Services
 from conveyor.http.app import create_app
@@ -38,13 +37,10 @@ def test_limiter_gives_the_slot_back_on_errors() -> None:
 
 def test_request_beyond_the_limit_is_429(api: ApiUser, services: Services) -> None:
     """One request is held open while it uploads its body; a second one is refused."""
-    app = create_app(
-        replace(
-            services, settings=replace(services.settings, limits=Limits(max_concurrent_requests=1))
-        )
-    )
+    one = services.settings.model_copy(update={"limits": Limits(max_concurrent_requests=1)})
+    app = create_app(services.with_settings(one))
     _, other_key = new_account_key(services)
-    results: dict[str, httpx.Response] = {}
+    results: dict[str, httpx2.Response] = {}
 
     async def main() -> None:
         started, release = anyio.Event(), anyio.Event()
@@ -55,9 +51,9 @@ def test_request_beyond_the_limit_is_429(api: ApiUser, services: Services) -> No
             await release.wait()
             yield b'"status": "subscribed"}'
 
-        transport = httpx.ASGITransport(app=app)
-        auth = httpx.BasicAuth("u", api.key)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        transport = httpx2.ASGITransport(app=app)
+        auth = httpx2.BasicAuth("u", api.key)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
 
             async def held() -> None:
                 results["held"] = await client.post(
@@ -69,7 +65,7 @@ def test_request_beyond_the_limit_is_429(api: ApiUser, services: Services) -> No
                 with anyio.fail_after(10):
                     await started.wait()
                 results["refused"] = await client.get("/3.0/ping", auth=auth)
-                other = httpx.BasicAuth("u", other_key)
+                other = httpx2.BasicAuth("u", other_key)
                 results["other account"] = await client.get("/3.0/ping", auth=other)
                 release.set()
             results["after"] = await client.get("/3.0/ping", auth=auth)

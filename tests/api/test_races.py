@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from conveyor.composition import Services
@@ -37,7 +37,7 @@ def meet_after(real: Callable[..., Any], barrier: threading.Barrier) -> Callable
     return wrapper
 
 
-def race(*requests: Callable[[], httpx.Response]) -> list[httpx.Response]:
+def race(*requests: Callable[[], httpx2.Response]) -> list[httpx2.Response]:
     with ThreadPoolExecutor(len(requests)) as pool:
         futures = [pool.submit(request) for request in requests]
         return sorted((future.result() for future in futures), key=lambda r: r.status_code)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,7 @@ def settings(
         secret="test-secret",
         batches=batch_settings,
     )
-    return replace(base, **_marker_kwargs(request, "settings"))
+    return base.model_copy(update=_marker_kwargs(request, "settings"))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import jsonschema_rs
 from sqlalchemy import func, select
 
@@ -112,7 +112,7 @@ def assert_batch(body: Any, *, api_root: str = "http://testserver/3.0") -> dict[
 
 
 def assert_problem(
-    response: httpx.Response, status: int, title: str | None = None
+    response: httpx2.Response, status: int, title: str | None = None
 ) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM_TYPE, response.headers
@@ -129,7 +129,7 @@ def assert_problem(
 # --- talking to the API ----------------------------------------------------------------------
 
 
-def create_list(client: httpx.Client) -> str:
+def create_list(client: httpx2.Client) -> str:
     response = client.post("/3.0/lists", json=LIST_BODY)
     assert response.status_code == 200, response.text
     return str(response.json()["id"])
@@ -149,7 +149,7 @@ def member_posts(list_id: str, count: int, *, prefix: str = "user") -> list[dict
     ]
 
 
-def submit(client: httpx.Client, operations: list[dict[str, Any]]) -> dict[str, Any]:
+def submit(client: httpx2.Client, operations: list[dict[str, Any]]) -> dict[str, Any]:
     response = client.post("/3.0/batches", json={"operations": operations})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == JSON_TYPE
@@ -159,20 +159,20 @@ def submit(client: httpx.Client, operations: list[dict[str, Any]]) -> dict[str, 
     return body
 
 
-def get_batch(client: httpx.Client, batch_id: str) -> dict[str, Any]:
+def get_batch(client: httpx2.Client, batch_id: str) -> dict[str, Any]:
     response = client.get(f"/3.0/batches/{batch_id}")
     assert response.status_code == 200, response.text
     return assert_batch(response.json())
 
 
-def list_members(client: httpx.Client, list_id: str) -> list[dict[str, Any]]:
+def list_members(client: httpx2.Client, list_id: str) -> list[dict[str, Any]]:
     response = client.get(f"/3.0/lists/{list_id}/members", params={"count": 1000})
     assert response.status_code == 200, response.text
     members: list[dict[str, Any]] = response.json()["members"]
     return members
 
 
-def download(client: httpx.Client, url: str) -> httpx.Response:
+def download(client: httpx2.Client, url: str) -> httpx2.Response:
     """GET a response_body_url with no API key: the signature is the only credential."""
     response = client.get(url, auth=None)
     assert "authorization" not in response.request.headers
@@ -219,7 +219,7 @@ def read_archive(content: bytes) -> Archive:
     return Archive(names, files)
 
 
-def fetch_archive(client: httpx.Client, batch: dict[str, Any]) -> Archive:
+def fetch_archive(client: httpx2.Client, batch: dict[str, Any]) -> Archive:
     response = download(client, batch["response_body_url"])
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/gzip"

@@ -73,7 +73,8 @@ def test_batch_endpoints_need_a_key(api: ApiUser) -> None:
         ("GET", f"/3.0/batches/{batch['id']}"),
         ("DELETE", f"/3.0/batches/{batch['id']}"),
     ]:
-        response = api.client.request(method, path, auth=None, json={"operations": []})
+        # auth=None: this request only, without the client's credentials.
+        response = api.client.request(method, path, auth=None, json={"operations": []})  # type: ignore[arg-type]
         assert_problem(response, 401, "API Key Missing")
     assert get_batch(api.client, batch["id"])["id"] == batch["id"]
 

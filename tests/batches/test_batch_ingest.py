@@ -299,7 +299,8 @@ def test_too_large_a_streamed_body_is_413(api: ApiUser, nothing_stored: None) ->
 
 
 def test_no_key_stores_nothing(api: ApiUser, nothing_stored: None) -> None:
-    response = api.client.post("/3.0/batches", json={"operations": [OP]}, auth=None)
+    # auth=None: this request only, without the client's credentials.
+    response = api.client.post("/3.0/batches", json={"operations": [OP]}, auth=None)  # type: ignore[arg-type]
     assert_problem(response, 401, "API Key Missing")
     response = api.client.post(
         "/3.0/batches", json={"operations": [OP]}, auth=("x", "f" * 32 + "-us1")

@@ -24,7 +24,9 @@ from tests.batches.support import (
 from tests.conftest import LIST_BODY, ApiUser
 
 
-def _run(api: ApiUser, services: Services, operations: list[dict[str, Any]]) -> dict[str, Any]:
+def _run(
+    api: ApiUser, services: Services, operations: list[dict[str, Any]]
+) -> dict[str | None, Any]:
     """Submit, run to the end, and return the results by operation_id (each exactly once)."""
     batch = submit(api.client, operations)
     drive(services, batch["id"])
@@ -227,7 +229,7 @@ def test_get_without_count_pages_through_the_collection(api: ApiUser, services: 
     setup = submit(client, member_posts(list_id, 35))
     drive(services, setup["id"])
     members = f"lists/{list_id}/members"
-    operations = [
+    operations: list[dict[str, Any]] = [
         {"method": "GET", "path": members, "operation_id": "all"},
         {"method": "GET", "path": members, "params": {"count": 5}, "operation_id": "count"},
         {"method": "GET", "path": members, "params": {"offset": 30}, "operation_id": "tail"},

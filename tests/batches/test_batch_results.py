@@ -6,7 +6,7 @@ import itertools
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from conveyor.composition import Services
@@ -28,7 +28,7 @@ from tests.batches.support import (
 from tests.conftest import ApiUser
 
 
-def _seeded_list(client: httpx.Client) -> str:
+def _seeded_list(client: httpx2.Client) -> str:
     """A list holding user0..user29 before the batch: operations run in any order, so what
     a batch reads or collides with must not be written by the same batch."""
     seeded = create_list(client)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from conveyor.domain.archive import iter_archive
 from conveyor.runtime.embedded import EmbeddedRuntime
@@ -11,7 +12,7 @@ from tests.conftest import LIST_BODY, ApiUser
 def test_batch_runs_to_finished_archive(batch_api: ApiUser, runtime: EmbeddedRuntime) -> None:
     client = batch_api.client
     list_id = client.post("/3.0/lists", json=LIST_BODY).json()["id"]
-    operations = [
+    operations: list[dict[str, Any]] = [
         {
             "method": "POST",
             "path": f"lists/{list_id}/members",

@@ -145,7 +145,8 @@ def test_import_without_wait_then_results_later(live: Live, tmp_path: Path) -> N
     assert not (tmp_path / "few.results.csv").exists()
     later = invoke("members", "results", str(source), batch_id, "--out", str(out), env=live.env)
     assert later.exit_code == 0, later.output
-    rows = list(csv.DictReader(out.open(newline="")))
+    with out.open(newline="") as written:
+        rows = list(csv.DictReader(written))
     assert [(r["operation_id"], r["status_code"]) for r in rows] == [("k1", "200"), ("k2", "400")]
 
 
@@ -195,7 +196,8 @@ def test_submit_json_and_jsonl_then_status_list_results_cancel(live: Live, tmp_p
     results = invoke("batch", "results", second_id, "--format", "csv", "--out", str(out),
                      env=live.env)  # fmt: skip
     assert results.exit_code == 0 and results.stdout == ""
-    rows = {r["operation_id"]: r for r in csv.DictReader(out.open(newline=""))}
+    with out.open(newline="") as written:
+        rows = {r["operation_id"]: r for r in csv.DictReader(written)}
     assert rows["x"]["ok"] == "true" and json.loads(rows["x"]["response"])["health_status"]
     assert rows["y"]["ok"] == "false" and rows["y"]["error"].startswith("Resource Not Found:")
 

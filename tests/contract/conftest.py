@@ -26,11 +26,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import httpx
+import httpx2
 import pytest
 
 from conveyor.settings import BatchSettings, Settings
@@ -159,8 +159,8 @@ def _rabbitmqctl(*args: str) -> bool:
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
-    import pika  # type: ignore[import-untyped]
-    import pika.exceptions  # type: ignore[import-untyped]
+    import pika
+    import pika.exceptions
 
     base = AMQP_URL.rstrip("/")
     user = urlsplit(base).username or "guest"
@@ -217,16 +217,16 @@ def moto_s3() -> Iterator[S3Server]:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    httpx.get(endpoint, timeout=1)
+                    httpx2.get(endpoint, timeout=1)
                     break
-                except httpx.TransportError:
+                except httpx2.TransportError:
                     if process.poll() is not None or time.monotonic() > deadline:
                         log.seek(0)
                         output = log.read().decode(errors="replace")[-2000:]
                         require_service("moto_server", f"did not start on {endpoint}: {output}")
                     time.sleep(0.1)
             bucket = "conveyor-contract"
-            created = httpx.put(f"{endpoint}/{bucket}")
+            created = httpx2.put(f"{endpoint}/{bucket}")
             assert created.status_code == 200, created.text
             yield S3Server(endpoint, bucket)
         finally:
@@ -268,6 +268,6 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         shared = tmp_path / "shared-blobs"
         changes["blob_url"] = shared.as_uri()
         lister = local_lister(shared)
-    started = Stack.start(spec, replace(settings, **changes), lister)  # type: ignore[arg-type]
+    started = Stack.start(spec, settings.model_copy(update=changes), lister)
     yield started
     started.stop()

@@ -12,12 +12,12 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-import httpx
+import httpx2
 from dramatiq import Broker, Middleware
 from dramatiq.middleware import SkipMessage
 from starlette.applications import Starlette
@@ -207,8 +207,12 @@ class Stack:
         """An API app sending work over this stack's broker."""
         services = services or self.services
         if max_connections is not None:
-            limits = replace(services.settings.limits, max_concurrent_requests=max_connections)
-            services = services.with_settings(replace(services.settings, limits=limits))
+            limits = services.settings.limits.model_copy(
+                update={"max_concurrent_requests": max_connections}
+            )
+            services = services.with_settings(
+                services.settings.model_copy(update={"limits": limits})
+            )
         return create_app(services, self.dispatcher.send)
 
     def api_instances(self, count: int, *, max_connections: int | None = None) -> list[Starlette]:
@@ -229,7 +233,7 @@ class Stack:
     def user(self, app: Starlette | None = None) -> Iterator[User]:
         account_id, key = self.new_key()
         with TestClient(app or self.app(), base_url="http://testserver") as client:
-            client.auth = httpx.BasicAuth("anyone", key)
+            client.auth = httpx2.BasicAuth("anyone", key)
             yield User(account_id, key, client)
 
     # --- the worker side -----------------------------------------------------------------
@@ -283,7 +287,7 @@ def local_lister(root: Path) -> Callable[[], list[str]]:
 
 def s3_lister(endpoint: str, bucket: str, prefix: str) -> Callable[[], list[str]]:
     def listing() -> list[str]:
-        response = httpx.get(
+        response = httpx2.get(
             f"{endpoint}/{bucket}", params={"list-type": "2", "prefix": prefix + "/"}
         )
         response.raise_for_status()

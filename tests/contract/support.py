@@ -8,14 +8,14 @@ import re
 import tarfile
 from typing import Any
 
-import httpx
+import httpx2
 
 from tests.conftest import LIST_BODY
 
 MEMBER_NAME = re.compile(r"^[0-9a-f]{32}\.json$")
 
 
-def create_list(client: httpx.Client) -> str:
+def create_list(client: httpx2.Client) -> str:
     response = client.post("/3.0/lists", json=LIST_BODY)
     assert response.status_code == 200, response.text
     return str(response.json()["id"])
@@ -33,7 +33,7 @@ def member_posts(list_id: str, count: int, *, start: int = 0) -> list[dict[str, 
     ]
 
 
-def submit(client: httpx.Client, operations: list[dict[str, Any]]) -> dict[str, Any]:
+def submit(client: httpx2.Client, operations: list[dict[str, Any]]) -> dict[str, Any]:
     response = client.post("/3.0/batches", json={"operations": operations})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -42,21 +42,21 @@ def submit(client: httpx.Client, operations: list[dict[str, Any]]) -> dict[str, 
     return body
 
 
-def get_batch(client: httpx.Client, batch_id: str) -> dict[str, Any]:
+def get_batch(client: httpx2.Client, batch_id: str) -> dict[str, Any]:
     response = client.get(f"/3.0/batches/{batch_id}")
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
-def list_members(client: httpx.Client, list_id: str) -> list[dict[str, Any]]:
+def list_members(client: httpx2.Client, list_id: str) -> list[dict[str, Any]]:
     response = client.get(f"/3.0/lists/{list_id}/members", params={"count": 1000})
     assert response.status_code == 200, response.text
     members: list[dict[str, Any]] = response.json()["members"]
     return members
 
 
-def download(client: httpx.Client, url: str) -> httpx.Response:
+def download(client: httpx2.Client, url: str) -> httpx2.Response:
     """GET a response_body_url with no API key: the signature is the only credential."""
     response = client.get(url, auth=None)
     assert "authorization" not in response.request.headers
@@ -87,7 +87,7 @@ def read_archive(content: bytes) -> list[list[dict[str, Any]]]:
     return files
 
 
-def fetch_results(client: httpx.Client, batch: dict[str, Any]) -> list[dict[str, Any]]:
+def fetch_results(client: httpx2.Client, batch: dict[str, Any]) -> list[dict[str, Any]]:
     """Download a finished batch's archive through its response_body_url and check that the
     counters equal its contents."""
     assert batch["status"] == "finished", batch

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 import anyio
-import httpx
+import httpx2
 
 from conveyor.http.limits import create_limiter
 from tests.conftest import LIST_BODY
@@ -24,8 +24,8 @@ def test_connection_limit_holds_across_two_api_instances(stack: Stack) -> None:
     app_a, app_b = stack.api_instances(2, max_connections=2)
     _, key = stack.new_key()
     _, other_key = stack.new_key()
-    auth, other = httpx.BasicAuth("u", key), httpx.BasicAuth("u", other_key)
-    results: dict[str, httpx.Response] = {}
+    auth, other = httpx2.BasicAuth("u", key), httpx2.BasicAuth("u", other_key)
+    results: dict[str, httpx2.Response] = {}
     body = json.dumps(LIST_BODY).encode()
 
     async def main() -> None:
@@ -42,15 +42,15 @@ def test_connection_limit_holds_across_two_api_instances(stack: Stack) -> None:
             return parts()
 
         async with (
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app_a), base_url="http://testserver"
+            httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=app_a), base_url="http://testserver"
             ) as a,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app_b), base_url="http://testserver"
+            httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=app_b), base_url="http://testserver"
             ) as b,
         ):
 
-            async def held(name: str, client: httpx.AsyncClient, index: int) -> None:
+            async def held(name: str, client: httpx2.AsyncClient, index: int) -> None:
                 results[name] = await client.post(
                     "/3.0/lists", content=slow_body(index), auth=auth,
                     headers={"Content-Type": "application/json"},
@@ -128,6 +128,8 @@ def test_slots_of_a_sigkilled_holder_expire_with_their_lease(stack: Stack) -> No
     finally:
         holder.kill()
         holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
     with survivor.slot(account_pk) as granted:
         assert not granted, "the dead holder's slots were freed before their lease ran out"

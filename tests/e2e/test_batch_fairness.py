@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.conftest import RecordProperty
 from tests.e2e.batch_support import (
     api_client,
     create_list,
@@ -48,7 +49,7 @@ def member_add(list_id: str, prefix: str) -> str:
 
 
 def test_small_batch_finishes_while_a_large_one_runs(
-    server: ServerProcess, record_property: pytest.RecordProperty
+    server: ServerProcess, record_property: RecordProperty
 ) -> None:
     api = api_client(server, timeout=120)
     large_list, small_list = create_list(api), create_list(api)

@@ -81,7 +81,7 @@ def test_compose_file_has_every_role() -> None:
 
     # The API processes listen on all interfaces inside their containers, and each is
     # published on its own host port.
-    published = []
+    published: list[str] = []
     for name in roles["api"]:
         command = command_of(services[name])
         assert command[command.index("--host") + 1] == "0.0.0.0", name

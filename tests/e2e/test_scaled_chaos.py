@@ -45,9 +45,8 @@ import mailchimp_marketing
 import psycopg
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, require_service
+from tests.conftest import LIST_BODY, POSTGRES_ADMIN_URL, RecordProperty, require_service
 from tests.e2e.batch_support import (
-    LIST_BODY,
     Progress,
     create_list,
     download_archive,
@@ -453,7 +452,7 @@ def read_all_members(apis: list[httpx.Client], list_id: str) -> list[dict[str, A
 
     def page(offset: int) -> dict[str, Any]:
         api = apis[offset // 1000 % len(apis)]
-        params = {"count": 1000, "offset": offset, "fields": fields}
+        params: dict[str, Any] = {"count": 1000, "offset": offset, "fields": fields}
         response = api.get(f"lists/{list_id}/members", params=params)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
@@ -489,7 +488,7 @@ def chaos_batch(
     old_members: int,
     scheduler_kills: int,
     finish_timeout: float,
-    record_property: pytest.RecordProperty,
+    record_property: RecordProperty,
     label: str,
 ) -> None:
     rng = seeded_random()
@@ -547,7 +546,7 @@ def chaos_batch(
 
 
 def test_worker_and_scheduler_kills_on_redis(
-    redis_deployment: Deployment, record_property: pytest.RecordProperty
+    redis_deployment: Deployment, record_property: RecordProperty
 ) -> None:
     chaos_batch(
         redis_deployment,
@@ -691,7 +690,7 @@ def marketing_client(api_url: str, key: str) -> Any:
 
 
 def test_seed_walkthrough_with_the_official_client_through_either_api(
-    redis_deployment: Deployment, record_property: pytest.RecordProperty
+    redis_deployment: Deployment, record_property: RecordProperty
 ) -> None:
     deployment = redis_deployment
     wait_all_up(deployment)
@@ -762,7 +761,7 @@ def test_seed_walkthrough_with_the_official_client_through_either_api(
 
 
 def test_worker_kills_on_rabbitmq(
-    rabbitmq_deployment: Deployment, record_property: pytest.RecordProperty
+    rabbitmq_deployment: Deployment, record_property: RecordProperty
 ) -> None:
     chaos_batch(
         rabbitmq_deployment,

@@ -18,6 +18,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import RecordProperty
 from tests.e2e.batch_support import api_client, download_archive, list_members
 from tests.e2e.server import ServerProcess, child_env
 
@@ -36,7 +37,7 @@ def load_example() -> ModuleType:
 
 
 def test_seed_walkthrough_maps_every_operation_id(
-    server: ServerProcess, record_property: pytest.RecordProperty
+    server: ServerProcess, record_property: RecordProperty
 ) -> None:
     example = load_example()
     run = example.run_seed(server.base_url, server.key)

@@ -7,6 +7,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -116,7 +117,7 @@ def test_custom_names_and_bad_names() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"results_per_file": 0}, {"max_file_bytes": 0}])
-def test_rejects_bad_limits(kwargs: dict[str, int]) -> None:
+def test_rejects_bad_limits(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         write_archive([], io.BytesIO(), **kwargs)
 

@@ -76,7 +76,7 @@ def running_receiver(port: int = 0) -> Iterator[Receiver]:
 
     ThreadingHTTPServer.allow_reuse_address = True
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     state["receiver"] = Receiver(url=f"http://{host}:{port}/hook")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

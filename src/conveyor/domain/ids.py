@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
 
 
 def subscriber_hash(email: str) -> str:
@@ -22,8 +21,3 @@ def new_api_key(dc: str) -> str:
 
 def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def now_iso() -> str:
-    """Mailchimp's timestamp format: ISO 8601 with `+00:00`, whole seconds."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()

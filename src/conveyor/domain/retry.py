@@ -30,9 +30,3 @@ class RetryPolicy:
         base = self.first_delay_seconds * self.factor ** (attempts_made - 1)
         spread = (rng or random).uniform(1 - self.jitter, 1) if self.jitter else 1.0
         return base * spread
-
-    def schedule_span(self) -> float:
-        """The longest time from the first attempt to the last (no jitter)."""
-        return sum(
-            self.first_delay_seconds * self.factor ** (n - 1) for n in range(1, self.max_attempts)
-        )

@@ -14,6 +14,7 @@ from conveyor.batches.service import BatchService
 from conveyor.batches.webhooks import WebhookService
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
+from conveyor.domain.clock import Clock
 from conveyor.domain.steps import FollowUp
 from conveyor.http.auth import KeyCache
 from conveyor.http.batches import BatchEndpoints
@@ -38,6 +39,8 @@ class ServerParts(Protocol):
 
     @property
     def settings(self) -> Settings: ...
+    @property
+    def clock(self) -> Clock: ...
     @property
     def database(self) -> Database: ...
     @property
@@ -66,7 +69,7 @@ def build_gate(parts: ServerParts) -> ApiGate:
     return ApiGate(
         settings=settings,
         database=database,
-        keys=KeyCache(lookup),
+        keys=KeyCache(lookup, parts.clock),
         limiter=create_limiter(
             settings.limiter_url,
             parts.request_slots,

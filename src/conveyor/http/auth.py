@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from conveyor.domain.accounts import Account
+from conveyor.domain.clock import Clock, SystemClock
 from conveyor.domain.ids import key_hash
 
 
@@ -39,6 +39,7 @@ class KeyCache:
     """
 
     lookup: Callable[[str], Account | None]
+    clock: Clock = field(default_factory=SystemClock)
     ttl_seconds: float = 10.0
     _entries: dict[str, tuple[Account | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,13 +50,13 @@ class KeyCache:
         No I/O: the HTTP layer calls it on the event loop and goes to a thread only on a miss.
         """
         entry = self._entries.get(key_hash(key))
-        if entry is not None and entry[1] > time.monotonic():
+        if entry is not None and entry[1] > self.clock.monotonic():
             return True, entry[0]
         return False, None
 
     def resolve(self, key: str) -> Account | None:
         digest = key_hash(key)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         entry = self._entries.get(digest)
         if entry is not None and entry[1] > now:
             return entry[0]

@@ -63,9 +63,6 @@ class Call:
             _reject_nul(value)
         return value
 
-    def link_root(self) -> str:
-        return self.api_root
-
 
 def _may_hold_nul(body: bytes | str) -> bool:
     if isinstance(body, bytes):
@@ -179,13 +176,6 @@ class RouteTable:
         if route is None:
             return True
         return bool(route.segments) and not route.segments[-1].startswith("{")
-
-    def patterns(self) -> list[tuple[str, list[str]]]:
-        return [
-            (route.pattern, sorted(route.handlers))
-            for routes in self._by_length.values()
-            for route in routes
-        ]
 
 
 def _literal_count(route: _Route) -> int:
