@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from conveyor.settings import Settings, SettingsError
+from conveyor.settings import Settings, SettingsError, mask_password
+
+if TYPE_CHECKING:
+    from conveyor.composition import Services
 
 
 def _settings(**flags: Any) -> Settings:
@@ -37,45 +41,40 @@ def with_database_options(func: Any) -> Any:
     return func
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="conveyor", prog_name="conveyor")
 def main() -> None:
     """Conveyor: a self-hostable, Mailchimp-compatible batch operations server."""
 
 
 @main.command()
 @click.option("--host", default=None, help="Address to bind [env CONVEYOR_HOST; 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="Port [env CONVEYOR_PORT; 8000]")
+@click.option("--port", type=int, default=None,
+              help="Port, 0 for any free one [env CONVEYOR_PORT; 8000]")  # fmt: skip
 @click.option("--public-url", default=None,
               help="Base URL clients reach this server at [env CONVEYOR_PUBLIC_URL]")  # fmt: skip
 @with_database_options
 def serve(**flags: Any) -> None:
     """Run the API and the background runtime in one process (the embedded default)."""
-    import uvicorn
-
-    from conveyor.composition import ensure_first_key, open_services
+    from conveyor.composition import ensure_first_key
     from conveyor.http.app import create_app
     from conveyor.runtime.embedded import embedded_runtime
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
-    services = open_services(settings)
+    listener = _listen(settings)
+    services = _open(settings)
     first = ensure_first_key(services)
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
-    click.echo(f"Conveyor is serving the Marketing API at {base.rstrip('/')}/3.0", err=True)
     if first is not None:
         click.echo(f"Created account {first.account_id} with API key:", err=True)
         click.echo(first.key)
+    else:
+        _key_hint(services, settings)
     runtime = embedded_runtime(services)
     runtime.start()
-    app = create_app(services, runtime.dispatcher.send)
     try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-        )
+        app = create_app(services, runtime.dispatcher.send, readiness={"runtime": runtime.check})
+        _serve_http(app, settings, listener)
     finally:
         runtime.stop()
         services.close()
@@ -83,36 +82,87 @@ def serve(**flags: Any) -> None:
 
 @main.command()
 @click.option("--host", default=None, help="Address to bind [env CONVEYOR_HOST; 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="Port [env CONVEYOR_PORT; 8000]")
+@click.option("--port", type=int, default=None,
+              help="Port, 0 for any free one [env CONVEYOR_PORT; 8000]")  # fmt: skip
 @click.option("--public-url", default=None, help="Base URL clients use [env CONVEYOR_PUBLIC_URL]")
 @click.option("--broker-url", default=None, help="redis:// or amqp:// [env CONVEYOR_BROKER_URL]")
 @click.option("--blob-url", default=None, help="file:// or s3:// [env CONVEYOR_BLOB_URL]")
 @with_database_options
 def api(**flags: Any) -> None:
     """Run only the HTTP API; workers run elsewhere (`conveyor worker`)."""
-    import uvicorn
-
-    from conveyor.composition import open_services
     from conveyor.http.app import create_app
+    from conveyor.runtime.broker import broker_check
     from conveyor.runtime.distributed import broker_dispatcher
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
     _require_shared_setup(settings, "api")
-    services = open_services(settings)
+    listener = _listen(settings)
+    services = _open(settings)
+    _key_hint(services, settings)
     broker, dispatcher = broker_dispatcher(services)
-    click.echo(f"Conveyor API on http://{settings.host}:{settings.port}/3.0", err=True)
     try:
-        uvicorn.run(
-            create_app(services, dispatcher.send),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-        )
+        app = create_app(services, dispatcher.send, readiness={"broker": broker_check(broker)})
+        _serve_http(app, settings, listener)
     finally:
         broker.close()
         services.close()
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """Bind the listening socket first: a busy port is one clear line, before anything else
+    starts, and the real port (of `--port 0` too) is known before it is announced."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((settings.host, settings.port))
+    except OSError as exc:
+        listener.close()
+        raise click.ClickException(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror} "
+            "(another server there? choose one with --port or CONVEYOR_PORT)"
+        ) from None
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
+def _open(settings: Settings) -> Services:
+    from conveyor.composition import open_services
+    from conveyor.storage.database import DatabaseUnavailable
+
+    try:
+        return open_services(settings)
+    except DatabaseUnavailable as exc:
+        variable = "CONVEYOR_DATABASE_URL" if settings.database_url else "CONVEYOR_DATA_DIR"
+        click.echo(f"Error: {variable}: {exc}", err=True)
+        sys.exit(2)
+
+
+def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
+    import uvicorn
+
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    base = (settings.public_url or f"http://{shown}:{port}").rstrip("/")
+    click.echo(f"Conveyor is serving the Marketing API at {base}/3.0", err=True)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _key_hint(services: Services, settings: Settings) -> None:
+    """Say how to get a key when none is shown: every request needs one."""
+    with services.database.read() as conn:
+        active = services.accounts.count_active_keys(conn)
+    if settings.database_url:
+        where = f"--database-url '{mask_password(settings.database_url)}'"
+    else:
+        where = f"--data-dir {settings.data_dir}"
+    if active:
+        click.echo(f"{active} API key(s) active; another: conveyor keys create {where}", err=True)
+    else:
+        click.echo(f"No API key yet: create one with  conveyor keys create {where}", err=True)
 
 
 @main.command()
@@ -134,12 +184,11 @@ def worker(processes: int, threads: int, queues: str, prometheus_port: int, **fl
     import os
     import shutil
 
-    from conveyor.composition import open_services
     from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE
 
     settings = _settings(**flags)
     _require_shared_setup(settings, "worker")
-    open_services(settings).close()  # migrate once here, not in every worker process
+    _open(settings).close()  # migrate once here, not in every worker process
     env = dict(os.environ)
     for name in ("database_url", "broker_url", "blob_url"):
         value = getattr(settings, name)
@@ -179,14 +228,13 @@ def scheduler(**flags: Any) -> None:
     import signal
     import threading
 
-    from conveyor.composition import open_services
     from conveyor.runtime.distributed import Lease, broker_dispatcher
     from conveyor.runtime.scheduler import Scheduler
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
     _require_shared_setup(settings, "scheduler")
-    services = open_services(settings)
+    services = _open(settings)
     broker, dispatcher = broker_dispatcher(services)
     batch = settings.batches
     loop = Scheduler(
@@ -234,10 +282,9 @@ def keys() -> None:
 @with_database_options
 def keys_create(dc: str, account_id: str | None, **flags: Any) -> None:
     """Print one new key, for a new account unless --account is given."""
-    from conveyor.composition import open_services
     from conveyor.storage.accounts import UnknownAccount
 
-    services = open_services(_settings(**flags))
+    services = _open(_settings(**flags))
     accounts = services.accounts
     try:
         with services.database.write() as conn:
@@ -257,9 +304,8 @@ def keys_create(dc: str, account_id: str | None, **flags: Any) -> None:
 @with_database_options
 def keys_list(**flags: Any) -> None:
     """List keys (only a hint of each: keys are stored hashed)."""
-    from conveyor.composition import open_services
 
-    services = open_services(_settings(**flags))
+    services = _open(_settings(**flags))
     try:
         with services.database.read() as conn:
             rows = services.accounts.list_keys(conn)
@@ -275,9 +321,8 @@ def keys_list(**flags: Any) -> None:
 @with_database_options
 def keys_revoke(key: str, **flags: Any) -> None:
     """Revoke KEY; requests with it fail within seconds."""
-    from conveyor.composition import open_services
 
-    services = open_services(_settings(**flags))
+    services = _open(_settings(**flags))
     try:
         with services.database.write() as conn:
             revoked = services.accounts.revoke_key(conn, key)

@@ -160,6 +160,7 @@ def open_services(
     """Open the database (migrated unless told not to) and wire everything around it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = open_database(settings.resolved_database_url)
+    database.check()
     if migrate:
         upgrade(database)
     return Services(settings, database, clock or SystemClock())

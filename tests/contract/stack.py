@@ -160,7 +160,7 @@ class Stack:
         if spec.broker == "stub":
             # The one-process default, exactly as `conveyor serve` wires it.
             runtime = embedded_runtime(services)
-            runtime.broker.add_middleware(tally)
+            runtime.add_middleware(tally)
             runtime.start()
             workers = [runtime.worker, runtime.webhook_worker]
             return cls(spec, settings, services, runtime.broker, runtime.dispatcher, workers,
@@ -181,6 +181,13 @@ class Stack:
         return cls(
             spec, settings, services, broker, dispatcher, [worker], tally, _list_blobs=list_blobs
         )
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """On every broker of the stack (the one-process runtime has one per worker)."""
+        if self.runtime is not None:
+            self.runtime.add_middleware(middleware)
+        else:
+            self.broker.add_middleware(middleware)
 
     def stop(self) -> None:
         if self.runtime is not None:

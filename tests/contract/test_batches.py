@@ -112,7 +112,7 @@ def test_delete_mid_run_stops_the_batch_and_removes_everything(stack: Stack) -> 
     # The first two work messages (preprocess sends two) run a chunk each; the work they
     # send next is held until the DELETE has been answered.
     hold = Hold("work", spare=2)
-    stack.broker.add_middleware(hold)
+    stack.add_middleware(hold)
     with stack.user() as user:
         client = user.client
         list_id = create_list(client)
@@ -165,7 +165,7 @@ def test_a_lost_message_is_sent_again_by_the_reconciler(
     stack: Stack, step: str, spare: int, stalled_status: str
 ) -> None:
     drop = Drop(step, spare=spare)
-    stack.broker.add_middleware(drop)
+    stack.add_middleware(drop)
     with stack.user() as user:
         client = user.client
         list_id = create_list(client)

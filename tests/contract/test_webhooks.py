@@ -30,7 +30,7 @@ def test_completion_webhook_is_delivered_signed(
 ) -> None:
     drop = Drop("deliver")
     drop.active = lost
-    stack.broker.add_middleware(drop)
+    stack.add_middleware(drop)
     with stack.user() as user:
         client = user.client
         created = client.post("/3.0/batch-webhooks", json={"url": receiver.url})

@@ -89,3 +89,12 @@ def test_sections_check_their_own_values() -> None:
     with pytest.raises(ValueError, match="must not exceed a chunk"):
         BatchSettings(chunk_size=10, group_size=11)
     assert BatchSettings(chunk_size=10, group_size=10).group_size == 10
+
+
+def test_version_and_short_help() -> None:
+    runner = CliRunner()
+    version = runner.invoke(main, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("conveyor, version ")
+    for args in (["-h"], ["serve", "-h"], ["keys", "create", "-h"]):
+        shown = runner.invoke(main, args)
+        assert shown.exit_code == 0 and "Usage: " in shown.output, args

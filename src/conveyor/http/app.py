@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from starlette.applications import Starlette
@@ -19,6 +19,7 @@ from conveyor.domain.steps import FollowUp
 from conveyor.http.auth import KeyCache
 from conveyor.http.batches import BatchEndpoints
 from conveyor.http.gate import ApiGate, new_request_id
+from conveyor.http.health import Check, Health
 from conveyor.http.limits import create_limiter
 from conveyor.http.marketing import marketing_endpoint
 from conveyor.http.responses import problem_response
@@ -26,6 +27,7 @@ from conveyor.http.webhooks import WebhookEndpoints
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import Settings
 from conveyor.storage.accounts import AccountStore
+from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
 from conveyor.storage.request_slots import RequestSlotStore
 
@@ -53,6 +55,8 @@ class ServerParts(Protocol):
     def batches(self) -> BatchService: ...
     @property
     def webhooks(self) -> WebhookService: ...
+    @property
+    def blobs(self) -> BlobStore: ...
 
 
 def _no_dispatch(follow_ups: Iterable[FollowUp]) -> None:
@@ -80,12 +84,23 @@ def build_gate(parts: ServerParts) -> ApiGate:
     )
 
 
-def create_app(parts: ServerParts, dispatch: Dispatch = _no_dispatch) -> Starlette:
+def create_app(
+    parts: ServerParts,
+    dispatch: Dispatch = _no_dispatch,
+    *,
+    readiness: Mapping[str, Check] | None = None,
+) -> Starlette:
+    """The app over `parts`; `dispatch` sends the steps that requests cause (none: the
+    sweep finds them), `readiness` adds checks to `/readyz` (the broker's, say)."""
     gate = build_gate(parts)
+    health = Health(
+        {"database": parts.database.check, "blobs": parts.blobs.check, **(readiness or {})}
+    )
     endpoint = marketing_endpoint(gate, parts.routes)
     batches = BatchEndpoints(gate, parts.batches, dispatch)
     webhooks = WebhookEndpoints(gate, parts.webhooks, dispatch)
     routes = [
+        *health.routes(),
         *batches.routes(),
         *webhooks.routes(),
         Route("/3.0", endpoint, methods=ALL_METHODS),

@@ -47,7 +47,15 @@ class Dispatcher:
                 actor.send(follow_up.target_id)
 
 
-def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService) -> Dispatcher:
+def declare_actors(
+    broker: Broker,
+    engine: BatchEngine,
+    webhooks: WebhookService,
+    *,
+    webhook_broker: Broker | None = None,
+) -> Dispatcher:
+    """The actors of every step on `broker`, deliveries on `webhook_broker` when one is
+    given (the one-process runtime: a broker per worker, so each has its own threads)."""
     dispatcher = Dispatcher(broker)
     steps: dict[Step, tuple[Callable[[str], list[FollowUp]], str]] = {
         Step.PREPROCESS: (engine.preprocess, QUEUE),
@@ -62,7 +70,7 @@ def declare_actors(broker: Broker, engine: BatchEngine, webhooks: WebhookService
     for step, (_run, queue) in steps.items():
         dispatcher.actors[step] = dramatiq.Actor(
             _actor_body(step, runners, dispatcher),
-            broker=broker,
+            broker=webhook_broker if webhook_broker and step is Step.DELIVER else broker,
             actor_name=f"conveyor.batch.{step.value}",
             queue_name=queue,
             priority=0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dramatiq import Broker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
@@ -41,3 +43,24 @@ def create_broker(broker_url: str | None) -> Broker:
 
         return RabbitmqBroker(url=broker_url, middleware=_middleware())
     raise ValueError(f"unsupported broker URL (expected redis:// or amqp://): {broker_url}")
+
+
+def broker_check(broker: Broker) -> Callable[[], None]:
+    """A readiness check: raise unless the broker's server answers now."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    if isinstance(broker, RedisBroker):
+        return lambda: None if broker.client.ping() else _no_answer()
+    if broker.__class__.__name__ == "RabbitmqBroker":
+        import pika
+
+        def connect() -> None:
+            parameters = broker.parameters  # type: ignore[attr-defined]
+            pika.BlockingConnection(parameters).close()
+
+        return connect
+    return lambda: None  # in-process: nothing to reach
+
+
+def _no_answer() -> None:
+    raise ConnectionError("the broker did not answer")

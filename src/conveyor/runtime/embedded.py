@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import dramatiq
 from dramatiq import Broker
+from dramatiq.middleware import Middleware
 
 from conveyor.runtime.actors import Dispatcher, declare_actors
 from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE, create_broker
@@ -19,7 +20,11 @@ log = logging.getLogger("conveyor.runtime")
 @dataclass
 class EmbeddedRuntime:
     services: RuntimeParts
+    # Batch work and webhook deliveries each on a broker and a worker of their own: separate
+    # threads, so a slow receiver never holds up batch work (Dramatiq's Worker installs its
+    # own middleware on its broker, so two workers on one broker were one too many).
     broker: Broker
+    webhook_broker: Broker
     dispatcher: Dispatcher
     worker: dramatiq.Worker
     webhook_worker: dramatiq.Worker
@@ -50,25 +55,39 @@ class EmbeddedRuntime:
         # Batch work can cause deliveries and a delivery causes no batch work: join in order.
         self.broker.join(QUEUE, timeout=timeout_ms)
         self.worker.join()
-        self.broker.join(WEBHOOK_QUEUE, timeout=timeout_ms)
+        self.webhook_broker.join(WEBHOOK_QUEUE, timeout=timeout_ms)
         self.webhook_worker.join()
+
+    def check(self) -> None:
+        """Readiness: raise when a worker's threads have died."""
+        for worker in (self.worker, self.webhook_worker):
+            if not worker.workers or not all(thread.is_alive() for thread in worker.workers):
+                raise RuntimeError("a worker of the in-process runtime is not running")
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """On both brokers: for what observes every message (tests, metrics)."""
+        self.broker.add_middleware(middleware)
+        self.webhook_broker.add_middleware(middleware)
 
     def stop(self) -> None:
         self.scheduler.stop()
         self.worker.stop()
         self.webhook_worker.stop()
         self.broker.close()
+        self.webhook_broker.close()
 
 
 def embedded_runtime(services: RuntimeParts) -> EmbeddedRuntime:
     settings = services.settings.batches
-    broker = create_broker(None)
-    dispatcher = declare_actors(broker, services.engine, services.webhooks)
+    broker, webhook_broker = create_broker(None), create_broker(None)
+    dispatcher = declare_actors(
+        broker, services.engine, services.webhooks, webhook_broker=webhook_broker
+    )
     worker = dramatiq.Worker(
         broker, queues={QUEUE}, worker_threads=settings.worker_threads, worker_timeout=100
     )
     webhook_worker = dramatiq.Worker(
-        broker,
+        webhook_broker,
         queues={WEBHOOK_QUEUE},
         worker_threads=settings.webhook_threads,
         worker_timeout=100,
@@ -80,4 +99,6 @@ def embedded_runtime(services: RuntimeParts) -> EmbeddedRuntime:
         interval_seconds=settings.sweep_interval_seconds,
         idle_seconds=settings.sweep_idle_seconds,
     )
-    return EmbeddedRuntime(services, broker, dispatcher, worker, webhook_worker, scheduler)
+    return EmbeddedRuntime(
+        services, broker, webhook_broker, dispatcher, worker, webhook_worker, scheduler
+    )

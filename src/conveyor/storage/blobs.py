@@ -24,6 +24,10 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def check(self) -> None:
+        """Raise unless the store can be reached and written to."""
+        ...
+
 
 @dataclass(frozen=True)
 class LocalBlobStore:
@@ -62,6 +66,11 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"{self.root} is not writable")
+
 
 @dataclass(frozen=True)
 class ObjectBlobStore:
@@ -91,6 +100,11 @@ class ObjectBlobStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self.store, key)
+
+    def check(self) -> None:
+        # A missing key answers from the service itself: reachable, credentials accepted.
+        with contextlib.suppress(FileNotFoundError):
+            obstore.head(self.store, "conveyor-readiness-probe")
 
 
 def open_blob_store(url: str | None, default_dir: Path, s3_options: dict[str, str]) -> BlobStore:

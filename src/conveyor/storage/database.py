@@ -8,8 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (wrong address, down, refused credentials)."""
 
 
 def normalize_url(url: str) -> str:
@@ -57,6 +62,17 @@ class Database:
                 conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 yield conn
+
+    def check(self) -> None:
+        """Raise `DatabaseUnavailable`, with the driver's reason in one line, unless a
+        trivial query answers."""
+        try:
+            with self.reader.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            shown = make_url(self.url).render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"cannot reach the database at {shown}: {reason}") from None
 
     def dispose(self) -> None:
         self.writer.dispose()
