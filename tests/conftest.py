@@ -18,6 +18,7 @@ from conveyor.domain.clock import OffsetClock
 from conveyor.http.app import create_app
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
 from conveyor.settings import Settings
+from tests.shape_check import install_shape_check_from_env
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CONVEYOR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -113,6 +114,7 @@ def new_account_key(services: Services) -> tuple[str, str]:
 @pytest.fixture
 def app_client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services), base_url="http://testserver") as client:
+        install_shape_check_from_env(client, default=None)
         yield client
 
 
@@ -127,6 +129,7 @@ def api(services: Services, app_client: TestClient) -> ApiUser:
 def other_api(services: Services) -> Iterator[ApiUser]:
     account_id, key = new_account_key(services)
     with TestClient(create_app(services), base_url="http://testserver") as client:
+        install_shape_check_from_env(client, default=None)
         client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
@@ -177,6 +180,7 @@ def batch_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[ApiUser]
     account_id, key = new_account_key(services)
     app = create_app(services, runtime.dispatcher.send)
     with TestClient(app, base_url="http://testserver") as client:
+        install_shape_check_from_env(client, default=None)
         client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
@@ -186,5 +190,6 @@ def batch_other_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[Ap
     account_id, key = new_account_key(services)
     app = create_app(services, runtime.dispatcher.send)
     with TestClient(app, base_url="http://testserver") as client:
+        install_shape_check_from_env(client, default=None)
         client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from conveyor.composition import Services
 from conveyor.http.app import create_app
 from conveyor.settings import Limits
+from tests.shape_check import install_shape_check_from_env
 
 ClientFactory = Callable[..., TestClient]
 
@@ -40,6 +41,7 @@ def make_client(services: Services) -> Iterator[ClientFactory]:
                     raise_server_exceptions=raise_server_exceptions,
                 )
             )
+            install_shape_check_from_env(client, default=None)
             if key is not None:
                 client.auth = httpx2.BasicAuth("anystring", key)
             return client

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import jsonschema_rs
 
-SPEC_PATH = Path("/work/shared/reference/mailchimp-marketing-subset.openapi.json")
+from conveyor.reference import marketing_subset
 
 # The real service sends "" for a date it does not have (`timestamp_signup`, `last_sub_date`,
 # `campaign_last_sent` …) although the spec declares `format: date-time`; formats are checked
@@ -21,7 +19,8 @@ _EMPTY_DATE = '"" is not a "date-time"'
 
 @cache
 def spec() -> dict[str, Any]:
-    return dict(json.loads(SPEC_PATH.read_text()))
+    """The packaged spec subset; shared by the callers, who must not change it."""
+    return marketing_subset()
 
 
 @cache

@@ -169,6 +169,14 @@ class RouteTable:
                 best, best_params = route, params
         return best, best_params
 
+    def patterns(self) -> list[tuple[str, list[str]]]:
+        """Every route pattern with its methods (for docs and checks of what is served)."""
+        return [
+            (route.pattern, sorted(route.handlers))
+            for routes in self._by_length.values()
+            for route in routes
+        ]
+
     def may_be_collection(self, path: str) -> bool:
         """False for a path that names one resource (its route ends in a placeholder), so a
         batch GET of it needs no paging attempt; an unknown path answers True."""
