@@ -10,7 +10,8 @@ be a problem document (`AccountExports`) whose `status` is the HTTP status and w
 
 `install_shape_check(client, mode)` runs the check on every response an httpx client (a
 Starlette `TestClient`) receives: "strict" fails the request with an AssertionError,
-"report" appends each violation as a JSON line to the file named by `CONVEYOR_TEST_SHAPE_REPORT`.
+"report" appends each violation as a JSON line to the file named by
+`CONVEYOR_TEST_SHAPE_REPORT`.
 """
 
 from __future__ import annotations
@@ -433,8 +434,8 @@ def install_shape_check(client: Client, mode: Mode = "strict", report: Path | No
 
 
 def mode_from_env(default: Mode | None) -> Mode | None:
-    """`CONVEYOR_TEST_SHAPE_CHECK=strict|report|off`; unset, "report" when `CONVEYOR_TEST_SHAPE_REPORT`
-    names a file, else `default` (None: no check)."""
+    """`CONVEYOR_TEST_SHAPE_CHECK=strict|report|off`; unset, "report" when
+    `CONVEYOR_TEST_SHAPE_REPORT` names a file, else `default` (None: no check)."""
     named = os.environ.get(MODE_ENV, "").strip().lower()
     if named == "off":
         return None
