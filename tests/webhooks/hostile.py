@@ -7,10 +7,16 @@ it: answer without end, trickle bytes, redirect, never finish its headers, never
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
 
 GIB = 1024**3
 _SLICE = bytes(64 * 1024)  # one buffer, sent again and again: the answer is never held
@@ -39,7 +45,8 @@ Behaviour = Callable[[socket.socket, Hostile], None]
 
 
 def read_head(conn: socket.socket, server: Hostile) -> bytes:
-    """The request line and headers (and whatever came with them), at most 64 KiB."""
+    """The request line and headers, then the body they announce (closing on unread data
+    would reset the connection and lose our own answer)."""
     conn.settimeout(5)
     received = b""
     while b"\r\n\r\n" not in received and len(received) < 64 * 1024:
@@ -47,9 +54,20 @@ def read_head(conn: socket.socket, server: Hostile) -> bytes:
         if not chunk:
             break
         received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        body += chunk
     with server.lock:
-        server.request_heads.append(received)
-    return received
+        server.request_heads.append(head + b"\r\n\r\n")
+    return head
 
 
 def giant_answer(size: int = GIB, framing: str = "length") -> Behaviour:
@@ -195,3 +213,54 @@ def unaccepting_receiver(*, fill_backlog: bool) -> Iterator[Hostile]:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def tls(behaviour: Behaviour, context: ssl.SSLContext, names_seen: list[str]) -> Behaviour:
+    """`behaviour` behind a TLS handshake; records the name each client asked for (SNI)."""
+
+    def remember(sock: ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
+        names_seen.append(name or "")
+
+    context.sni_callback = remember
+
+    def behave(conn: socket.socket, server: Hostile) -> None:
+        conn.settimeout(5)
+        with context.wrap_socket(conn, server_side=True) as wrapped:
+            behaviour(wrapped, server)
+
+    return behave
+
+
+@dataclass(frozen=True)
+class Certificate:
+    certfile: Path
+    keyfile: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.certfile))
+
+
+def self_signed_certificate(folder: Path, *names: str) -> Certificate:
+    """A throwaway certificate for `names` (DNS names or IP addresses), made by openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
+    alt_names = ",".join(
+        f"IP:{name}" if name.replace(".", "").isdigit() or ":" in name else f"DNS:{name}"
+        for name in names
+    )
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", f"/CN={names[0]}",
+         "-addext", f"subjectAltName={alt_names}",
+         "-keyout", str(keyfile), "-out", str(certfile)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return Certificate(certfile, keyfile)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -23,12 +24,15 @@ from conveyor.batches.webhook_http import ANSWER_CAP_BYTES, Attempt, Outbound, s
 from conveyor.domain.webhook_targets import TargetPolicy
 from tests.webhooks.hostile import (
     GIB,
+    Certificate,
     answer,
     endless_headers,
     giant_answer,
     hostile_receiver,
     redirect,
+    self_signed_certificate,
     silent,
+    tls,
     trickle,
     unaccepting_receiver,
 )
@@ -222,3 +226,85 @@ def test_the_deadline_covers_the_whole_request_not_each_read() -> None:
         elapsed = time.monotonic() - started
     assert all(a.error == f"No answer within {DEADLINE:g} seconds." for a in attempts)
     assert elapsed <= DEADLINE + SLACK
+
+
+# --- names, and TLS ---------------------------------------------------------------------
+
+
+def resolving_to(*addresses: str) -> Callable[..., list[tuple[Any, ...]]]:
+    """Stands in for getaddrinfo: test names cannot be added to the machine's resolver."""
+
+    def resolve(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "addresses", [("127.0.0.1",), ("93.184.216.34", "169.254.169.254")], ids=["loopback", "mixed"]
+)
+def test_a_name_resolving_to_a_refused_address_is_not_connected(addresses: tuple[str]) -> None:
+    strict = TargetPolicy(allow_loopback=False, allow_private=False)
+    outbound = Outbound(resolver=resolving_to(*addresses))
+    with hostile_receiver(answer()) as receiver:
+        url = f"http://webhook.test:{receiver.port}/hook"
+        attempt = same_outcome(both(url, outbound=outbound, policy=strict))
+        assert receiver.connections == 0
+    assert attempt.error is not None
+    assert attempt.error.startswith("The host webhook.test resolves to a refused address")
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Certificate:
+    return self_signed_certificate(tmp_path, "webhook.test")
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_url_name(
+    certificate: Certificate,
+) -> None:
+    names_seen: list[str] = []
+    outbound = Outbound(
+        resolver=resolving_to("127.0.0.1"), ssl_context=certificate.client_context()
+    )
+    behaviour = tls(answer(204), certificate.server_context(), names_seen)
+    with hostile_receiver(behaviour) as receiver:
+        url = f"https://webhook.test:{receiver.port}/hook"
+        attempt = same_outcome(both(url, outbound=outbound))
+        heads = list(receiver.request_heads)
+    assert attempt.status_code == 204
+    assert names_seen == ["webhook.test", "webhook.test"]
+    assert all(f"\r\nHost: webhook.test:{receiver.port}\r\n".encode() in h for h in heads)
+
+
+def test_https_refuses_a_certificate_for_another_name(tmp_path: Path) -> None:
+    other = self_signed_certificate(tmp_path, "other.test")
+    outbound = Outbound(resolver=resolving_to("127.0.0.1"), ssl_context=other.client_context())
+    with hostile_receiver(tls(answer(), other.server_context(), [])) as receiver:
+        attempt = same_outcome(both(f"https://webhook.test:{receiver.port}/", outbound=outbound))
+        assert receiver.request_heads == []
+    assert attempt.error is not None and attempt.error.startswith("ConnectError")
+    assert "CERTIFICATE_VERIFY_FAILED" in attempt.error
+
+
+def test_a_tls_handshake_that_never_comes_ends_at_the_deadline(certificate: Certificate) -> None:
+    outbound = Outbound(ssl_context=certificate.client_context())
+    with hostile_receiver(silent) as receiver:
+        url = f"https://127.0.0.1:{receiver.port}/hook"
+        attempt = same_outcome(both(url, outbound=outbound))
+    assert attempt.error == f"No answer within {DEADLINE:g} seconds."
+
+
+def test_a_1_gib_answer_over_tls_is_read_no_further_than_the_cap(
+    certificate: Certificate,
+) -> None:
+    outbound = Outbound(
+        resolver=resolving_to("127.0.0.1"), ssl_context=certificate.client_context()
+    )
+    behaviour = tls(giant_answer(GIB), certificate.server_context(), [])
+    with hostile_receiver(behaviour) as receiver:
+        attempt = same_outcome(both(f"https://webhook.test:{receiver.port}/", outbound=outbound))
+    assert attempt.status_code == 200
+    assert receiver.bytes_sent < 64 * 1024 * 1024
