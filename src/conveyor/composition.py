@@ -11,10 +11,9 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import httpx
-
 from conveyor.batches.engine import BatchEngine
 from conveyor.batches.service import BatchService
+from conveyor.batches.webhook_http import Outbound
 from conveyor.batches.webhooks import WebhookService
 from conveyor.domain.clock import Clock, SystemClock
 from conveyor.domain.retry import RetryPolicy
@@ -112,7 +111,7 @@ class Services:
         return WebhookService(
             database=self.database,
             store=self.webhook_store,
-            client=httpx.Client(),
+            outbound=Outbound(),
             policy=TargetPolicy(
                 allow_loopback=batches.webhook_allow_loopback,
                 allow_private=batches.webhook_allow_private,
@@ -137,8 +136,6 @@ class Services:
         return other
 
     def close(self) -> None:
-        if "webhooks" in self.__dict__:
-            self.webhooks.client.close()
         self.database.dispose()
 
 

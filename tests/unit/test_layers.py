@@ -18,11 +18,13 @@ ROOT = Path(conveyor.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "settings": set(),
+    # Mailchimp's OpenAPI subset, as package data.
+    "reference": set(),
     "client": {"domain"},
     "storage": {"domain", "settings"},
     "marketing": {"domain", "storage", "settings"},
     "batches": {"domain", "storage", "marketing", "settings"},
-    "http": {"domain", "storage", "marketing", "batches", "settings"},
+    "http": {"domain", "storage", "marketing", "batches", "settings", "reference"},
     "runtime": {"domain", "storage", "marketing", "batches", "settings"},
     # The composition root and the entry points wire everything.
     "composition": {"domain", "storage", "marketing", "batches", "settings"},

@@ -218,7 +218,7 @@ def unaccepting_receiver(*, fill_backlog: bool) -> Iterator[Hostile]:
 def tls(behaviour: Behaviour, context: ssl.SSLContext, names_seen: list[str]) -> Behaviour:
     """`behaviour` behind a TLS handshake; records the name each client asked for (SNI)."""
 
-    def remember(sock: ssl.SSLSocket, name: str | None, _: ssl.SSLContext) -> None:
+    def remember(sock: ssl.SSLObject, name: str, _: ssl.SSLContext) -> None:
         names_seen.append(name or "")
 
     context.sni_callback = remember

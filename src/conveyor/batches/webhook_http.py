@@ -145,7 +145,7 @@ def _prepare(
 
 
 def send(
-    client: Outbound | httpx.Client,
+    outbound: Outbound,
     method: str,
     url: str,
     policy: TargetPolicy,
@@ -154,11 +154,7 @@ def send(
     headers: dict[str, str] | None = None,
     timeout: float = TIMEOUT_SECONDS,
 ) -> Attempt:
-    """One request from a worker thread, over by `timeout` seconds whatever the peer does.
-
-    An `httpx.Client` is accepted while callers still hold one; none of its settings is used.
-    """
-    outbound = client if isinstance(client, Outbound) else Outbound()
+    """One request from a worker thread, over by `timeout` seconds whatever the peer does."""
     started = time.perf_counter()
     deadline = Deadline.after(timeout)
     try:

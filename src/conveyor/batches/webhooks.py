@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 
-from conveyor.batches.webhook_http import Attempt, send
+from conveyor.batches.webhook_http import Attempt, Outbound, send, send_async
 from conveyor.domain import problems
 from conveyor.domain.problems import FieldError
 from conveyor.domain.retry import RetryPolicy
@@ -36,7 +35,7 @@ class WebhookService:
 
     database: Database
     store: WebhookStore
-    client: httpx.Client
+    outbound: Outbound
     policy: TargetPolicy
     retry: RetryPolicy
     download_secret: bytes
@@ -47,14 +46,17 @@ class WebhookService:
 
     # --- the account's webhooks ----------------------------------------------------------
 
-    def create(self, account_pk: int, url: str, enabled: bool) -> WebhookRow:
+    def check_room(self, account_pk: int) -> None:
+        """Refuse a webhook beyond the account's `max_webhooks`."""
         with self.database.read() as conn:
             count = self.store.count(conn, account_pk)
         if count >= self.max_webhooks:
             raise problems.bad_request(
                 f"An account may have at most {self.max_webhooks} batch webhooks."
             )
-        self.require_reachable(url)
+
+    def create(self, account_pk: int, url: str, enabled: bool) -> WebhookRow:
+        """Store a webhook whose URL `require_reachable` has accepted."""
         with self.database.write() as conn:
             return self.store.create(conn, account_pk, url, enabled)
 
@@ -74,10 +76,10 @@ class WebhookService:
     def update(
         self, account_pk: int, webhook_id: str, url: str | None, enabled: bool | None
     ) -> WebhookRow:
+        """Change a webhook; a new `url` must have been accepted by `require_reachable`."""
         webhook = self.get(account_pk, webhook_id)
         values: dict[str, Any] = {}
         if url is not None and url != webhook.url:
-            self.require_reachable(url)
             values["url"] = url
         if enabled is not None:
             values["enabled"] = enabled
@@ -112,19 +114,25 @@ class WebhookService:
         assert fresh is not None
         return fresh
 
-    def require_reachable(self, url: str) -> None:
-        """Refuse a URL the policy forbids or that does not answer a GET with a 2xx."""
+    async def require_reachable(self, url: str) -> None:
+        """Refuse a URL the policy forbids or that does not answer a GET with a 2xx.
+
+        Awaited on the event loop: the check waits on someone else's server, under a total
+        deadline, without holding one of the server's threads.
+        """
         try:
             parse_webhook_url(url)
         except RefusedTarget as exc:
             raise problems.invalid_resource([FieldError("url", str(exc))], str(exc)) from None
-        failure = self.check_url(url)
+        failure = await self.check_url(url)
         if failure:
             raise problems.invalid_resource([FieldError("url", failure)], failure)
 
-    def check_url(self, url: str) -> str | None:
+    async def check_url(self, url: str) -> str | None:
         """None if `url` answers a GET with a 2xx, else why not (for a problem's detail)."""
-        attempt = send(self.client, "GET", url, self.policy, timeout=self.timeout_seconds)
+        attempt = await send_async(
+            self.outbound, "GET", url, self.policy, timeout=self.timeout_seconds
+        )
         if attempt.ok:
             return None
         if attempt.error:
@@ -157,7 +165,7 @@ class WebhookService:
             SIGNATURE_HEADER: sign(webhook.secret.encode(), body, int(now)),
         }
         attempt = send(
-            self.client,
+            self.outbound,
             "POST",
             webhook.url,
             self.policy,

@@ -71,8 +71,11 @@ class WebhookEndpoints:
     async def create(self, request: Request) -> Response:
         async def work(context: RequestContext) -> Answer:
             body = validate(WebhookCreate, await self._json(request))
+            account_pk = context.account.pk
+            await self.gate.in_thread(lambda: self.service.check_room(account_pk))
+            await self.service.require_reachable(body.url)
             created = await self.gate.in_thread(
-                lambda: self.service.create(context.account.pk, body.url, body.enabled)
+                lambda: self.service.create(account_pk, body.url, body.enabled)
             )
             rendered = self._render(request, created)
             # Shown once: receivers need it to verify X-Mailchimp-Signature.
@@ -113,8 +116,12 @@ class WebhookEndpoints:
         async def work(context: RequestContext) -> Answer:
             webhook_id = request.path_params["webhook_id"]
             # 404 before the body is looked at, as for any other unknown resource.
-            await self.gate.in_thread(lambda: self.service.get(context.account.pk, webhook_id))
+            current = await self.gate.in_thread(
+                lambda: self.service.get(context.account.pk, webhook_id)
+            )
             body = validate(WebhookPatch, await self._json(request))
+            if body.url is not None and body.url != current.url:
+                await self.service.require_reachable(body.url)
             updated = await self.gate.in_thread(
                 lambda: self.service.update(context.account.pk, webhook_id, body.url, body.enabled)
             )
