@@ -20,7 +20,7 @@ from conveyor.client import (
     InvalidOperation,
     WaitTimeout,
 )
-from conveyor.client.api import api_root, datacenter_of
+from conveyor.client.client import api_root, datacenter_of
 
 KEY = "0123456789abcdef0123456789abcdef-us6"
 PROBLEM = {

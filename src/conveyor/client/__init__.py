@@ -11,7 +11,7 @@ with Client(api_key, base_url="http://127.0.0.1:8000") as client:
             print(result.operation_id, result.status_code, result.error)
 """
 
-from conveyor.client.api import BatchResults, Client, datacenter_of, normalize_operation
+from conveyor.client.client import BatchResults, Client, datacenter_of, normalize_operation
 from conveyor.client.errors import (
     ArchiveError,
     BatchNotFinished,

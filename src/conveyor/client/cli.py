@@ -19,7 +19,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.client.api import (
+from conveyor.client.client import (
     DEFAULT_WAIT_TIMEOUT,
     ENV_API_KEY,
     ENV_URL,
