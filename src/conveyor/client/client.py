@@ -14,6 +14,7 @@ file and read one result at a time.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import email.utils
 import gzip
 import os
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -43,6 +44,9 @@ from conveyor.client.errors import (
 from conveyor.client.models import Batch, BatchList, BatchResult, Webhook, WebhookList
 from conveyor.client.progress import BatchProgress
 from conveyor.domain.archive import InvalidArchive, ResultRecord, iter_archive
+
+if TYPE_CHECKING:
+    from conveyor.client.dbsync import SyncSummary
 
 ENV_URL = "CONVEYOR_URL"
 ENV_API_KEY = "MAILCHIMP_API_KEY"
@@ -205,7 +209,10 @@ class Client:
                     headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
                 )
 
-            return Batch.from_json(self._json(build, resend_safe=True))
+            response = self._send(build, http=self._http, resend_safe=True)
+            data = self._decoded(response)
+        replayed = response.headers.get(REPLAYED_HEADER, "").strip().lower() == "true"
+        return dataclasses.replace(Batch.from_json(data), replayed=replayed)
 
     def get(self, batch_id: str) -> Batch:
         """The batch's status; on a finished batch, with a freshly signed results URL."""
@@ -298,6 +305,14 @@ class Client:
         """The results whose status code is not 2xx."""
         return self.results(batch_id, failed_only=True)
 
+    # -- sync from a database ----------------------------------------------------------
+
+    def sync(self, source_url: str, query: str, list_id: str, **options: Any) -> SyncSummary:
+        """The rows of ``query`` into the list, web_ids saved back: :func:`conveyor.client.sync`."""
+        from conveyor.client.dbsync import sync
+
+        return sync(self, source_url, query, list_id, **options)
+
     # -- batch webhooks -----------------------------------------------------------------
 
     def add_webhook(self, url: str, *, enabled: bool = True) -> Webhook:
@@ -384,8 +399,10 @@ class Client:
 
         return self._json(build)
 
-    def _json(self, build: Callable[[], httpx.Request], *, resend_safe: bool = False) -> Any:
-        response = self._send(build, http=self._http, resend_safe=resend_safe)
+    def _json(self, build: Callable[[], httpx.Request]) -> Any:
+        return self._decoded(self._send(build, http=self._http))
+
+    def _decoded(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise _api_error(response)
         if not response.content.strip():

@@ -37,6 +37,9 @@ class Batch:
     completed_at: str
     response_body_url: str
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # True when a submit was answered with the batch an earlier submit of the same
+    # Idempotency-Key made (the server's Idempotent-Replayed header).
+    replayed: bool = field(default=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Batch:
