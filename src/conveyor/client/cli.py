@@ -658,16 +658,20 @@ def webhooks_deliveries(
         for delivery in deliveries:
             echo_json(delivery)
         return
-    table = Table("id", "batch", "state", "attempts", "last status", "delivered_at", "last error")
+    table = Table("attempts", "last status", "delivered_at", "last error")
+    table.add_column("state", no_wrap=True)
+    # Ids are what people copy: never cut, whatever the terminal's width.
+    table.add_column("batch", no_wrap=True, min_width=10)
+    table.add_column("id", no_wrap=True, min_width=10)
     for item in deliveries:
         table.add_row(
-            str(item.get("id", "")),
-            str(item.get("batch_id", "")),
-            str(item.get("state", "")),
             str(item.get("attempts", "")),
             str(item.get("last_status_code") or ""),
             str(item.get("delivered_at") or ""),
             str(item.get("last_error") or ""),
+            str(item.get("state", "")),
+            str(item.get("batch_id", "")),
+            str(item.get("id", "")),
         )
     stdout_console().print(table)
     total = plural(int(data.get("total_items") or 0), "delivery", "deliveries")
