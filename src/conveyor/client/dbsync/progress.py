@@ -36,6 +36,9 @@ class SyncReporter:
     def written(self, succeeded: int, failed: int) -> None:
         pass
 
+    def chunk_done(self, seq: int, rows: int) -> None:
+        pass
+
     def note(self, text: str) -> None:
         pass
 
@@ -106,8 +109,14 @@ class ConsoleSyncReporter(SyncReporter):
                 advance=succeeded + failed,
                 failed=f"{self._failed} failed" if self._failed else "",
             )
-        else:
-            self._print(f"{self._written} results written back, {self._failed} failed")
+
+    def chunk_done(self, seq: int, rows: int) -> None:
+        # Off a terminal, one line per chunk: a log of a million rows stays readable.
+        if self._progress is None:
+            self._print(
+                f"chunk {seq} written back ({_plural(rows, 'row')}); {self._written} results "
+                f"written in all, {self._failed} failed"
+            )
 
     def note(self, text: str) -> None:
         self._print(text)

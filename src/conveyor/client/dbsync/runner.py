@@ -396,6 +396,7 @@ class _Run:
         self.state.chunks_done += 1
         self.store.save(self.state)
         self.summary.chunks += 1
+        self.report.chunk_done(chunk.seq, spool.rows)
 
     def _submitted(
         self,
