@@ -4,6 +4,7 @@ auth, retries, errors, polling."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -20,7 +21,7 @@ from conveyor.client import (
     InvalidOperation,
     WaitTimeout,
 )
-from conveyor.client.api import api_root, datacenter_of
+from conveyor.client.client import api_root, datacenter_of
 
 KEY = "0123456789abcdef0123456789abcdef-us6"
 PROBLEM = {
@@ -240,8 +241,56 @@ def test_transport_errors_resend_only_what_is_safe() -> None:
     # A POST that may have reached the server is not sent again; one that never left is.
     attempts.clear()
     with client_for(handler, max_retries=3) as client, pytest.raises(ConveyorConnectionError):
-        client.submit([{"method": "GET", "path": "/ping"}])
+        client.add_webhook("https://example.org/hook")
     assert attempts == ["POST", "POST"]
+
+
+def test_submit_sends_an_idempotency_key_that_its_retries_repeat() -> None:
+    keys: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("Idempotency-Key"))
+        if len(keys) == 2:
+            # The request went out and its answer was lost: the server may have made the
+            # batch, and only the key keeps the resend from making a second one.
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(200, json=batch_json())
+
+    with client_for(handler, max_retries=3) as client:
+        client.submit([{"method": "GET", "path": "/ping"}])
+        client.submit([{"method": "GET", "path": "/ping"}])
+        client.submit([{"method": "GET", "path": "/ping"}], idempotency_key="chunk-7")
+    first, second, second_again, third = keys
+    assert first and second and re.fullmatch(r"[0-9a-f]{32}", first)
+    assert first != second, "every submit has a key of its own"
+    assert second_again == second, "a retry repeats the key"
+    assert third == "chunk-7"
+
+
+def test_the_missing_key_message_names_what_each_constructor_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAILCHIMP_API_KEY", KEY)
+    with pytest.raises(ConfigurationError) as direct:
+        Client()
+    assert "pass api_key" in str(direct.value)
+    assert "set MAILCHIMP_API_KEY" not in str(direct.value)
+    monkeypatch.delenv("MAILCHIMP_API_KEY")
+    with pytest.raises(ConfigurationError) as from_env:
+        Client.from_env()
+    assert "set MAILCHIMP_API_KEY" in str(from_env.value)
+
+
+def test_a_field_error_that_repeats_the_detail_is_shown_once() -> None:
+    detail = "127.0.0.1 is a loopback address, refused by policy."
+    problem = {**PROBLEM, "detail": detail, "errors": [{"field": "url", "message": detail}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json=problem)
+
+    with client_for(handler) as client, pytest.raises(ConveyorApiError) as caught:
+        client.add_webhook("http://127.0.0.1/")
+    assert caught.value.message == f"Invalid Resource: {detail}"
 
 
 def test_wait_polls_with_growing_intervals_up_to_the_cap() -> None:

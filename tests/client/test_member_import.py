@@ -30,14 +30,46 @@ def result(operation_id: str, status: int, body: object) -> BatchResult:
     return BatchResult(operation_id, status, body, text)
 
 
+LIST_MERGE_FIELDS = {
+    "fname": "FNAME", "first name": "FNAME", "lname": "LNAME", "last name": "LNAME",
+    "phone": "PHONE", "phone number": "PHONE",
+}  # fmt: skip
+
+
 def test_columns() -> None:
     found = detect_columns(["Email Address", "FNAME", "LNAME", "id", "notes", "Phone"])
     assert found.email == "Email Address"
     assert found.id == "id"
-    assert found.merge_fields == ("FNAME", "LNAME")
+    assert found.merge_fields == (("FNAME", "FNAME"), ("LNAME", "LNAME"))
     assert found.ignored == ("notes", "Phone")
     with pytest.raises(ImportFileError, match="no email column"):
         detect_columns(["name", "FNAME"])
+
+
+def test_columns_by_the_lists_merge_fields_as_mailchimp_exports_them() -> None:
+    header = ["Email Address", "First Name", "Last Name", "Phone Number", "MEMBER_RATING", "x"]
+    found = detect_columns(header, LIST_MERGE_FIELDS)
+    assert found.merge_fields == (
+        ("First Name", "FNAME"), ("Last Name", "LNAME"), ("Phone Number", "PHONE"),
+    )  # fmt: skip
+    assert found.ignored == ("MEMBER_RATING", "x")
+    # A second column for a field already filled is ignored, not sent twice.
+    assert detect_columns(["email", "FNAME", "First Name"], LIST_MERGE_FIELDS).ignored == (
+        "First Name",
+    )
+
+
+def test_a_semicolon_file_read_with_commas_suggests_the_delimiter() -> None:
+    with pytest.raises(ImportFileError, match="try --delimiter ';'"):
+        detect_columns(["email;FNAME;LNAME"])
+    with pytest.raises(ImportFileError, match="try --delimiter 'tab'"):
+        detect_columns(["email\tFNAME"])
+
+
+def test_a_header_only_csv_is_refused(tmp_path: Path) -> None:
+    only_header = write(tmp_path / "h.csv", "email,FNAME\n\n")
+    with pytest.raises(ImportFileError, match="has a header but no rows"):
+        MemberImport(only_header, list_id="L1")
 
 
 def test_rows_become_upserts_with_row_numbers(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ FORBIDDEN_LIBRARIES: dict[str, set[str]] = {
     "batches": {"starlette", "psycopg", "sqlite3", "dramatiq"},
     "storage": {"starlette", "dramatiq", "httpx"},
     "http": {"dramatiq"},
-    "client": {"sqlalchemy", "starlette", "dramatiq"},
+    # The client reads the user's own database (members sync) with SQLAlchemy: allowed.
+    "client": {"starlette", "dramatiq", "alembic", "obstore"},
 }
 
 

@@ -11,7 +11,8 @@ with Client(api_key, base_url="http://127.0.0.1:8000") as client:
             print(result.operation_id, result.status_code, result.error)
 """
 
-from conveyor.client.api import BatchResults, Client, datacenter_of, normalize_operation
+from conveyor.client.client import BatchResults, Client, datacenter_of, normalize_operation
+from conveyor.client.dbsync import SyncError, SyncOptions, SyncSummary, sync
 from conveyor.client.errors import (
     ArchiveError,
     BatchNotFinished,
@@ -41,9 +42,13 @@ __all__ = [
     "ConveyorError",
     "FieldError",
     "InvalidOperation",
+    "SyncError",
+    "SyncOptions",
+    "SyncSummary",
     "WaitTimeout",
     "Webhook",
     "WebhookList",
     "datacenter_of",
     "normalize_operation",
+    "sync",
 ]

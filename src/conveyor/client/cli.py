@@ -1,235 +1,67 @@
-"""``conveyor batch``, ``conveyor members`` and ``conveyor webhooks``: the client's commands.
+"""``conveyor batch``, ``conveyor members``, ``conveyor webhooks`` and ``conveyor lists``: the
+client's commands.
 
 Results and ids go to stdout, so they can be piped; progress, summaries and errors go to
 stderr. Every wait shows a rich progress bar (plain lines when stderr is not a terminal).
+Every command needs a target: ``--url`` (or ``CONVEYOR_URL``) for a Conveyor server, or
+``--mailchimp`` for Mailchimp itself; commands that write print it first.
 """
 
 from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
+from urllib.parse import quote
 
 import click
-import ijson
 import orjson
-from rich.console import Console
 from rich.table import Table
 
-from conveyor.client.api import (
-    DEFAULT_WAIT_TIMEOUT,
-    ENV_API_KEY,
-    ENV_URL,
-    Client,
+from conveyor.client.cli_common import (
+    Interrupted,
+    SomeRowsFailed,
+    Target,
+    connection_options,
+    describe_target,
+    echo_json,
+    json_option,
+    plural,
+    reported,
+    stderr,
+    stdout_console,
+    wait_options,
 )
-from conveyor.client.errors import (
-    ArchiveError,
-    BatchNotFinished,
-    ConfigurationError,
-    ConveyorApiError,
-    ConveyorConnectionError,
-    InvalidOperation,
-    WaitTimeout,
-)
+from conveyor.client.client import Client
+from conveyor.client.errors import ConveyorApiError
 from conveyor.client.member_import import (
-    ImportFileError,
+    ImportSummary,
     MemberImport,
     default_results_path,
 )
 from conveyor.client.models import Batch, BatchResult
+from conveyor.client.operations_file import read_operations
 from conveyor.client.progress import BatchProgress
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# Distinct from 1 (an error) so that scripts can tell "still running" from "went wrong".
-EXIT_WAIT_TIMEOUT = 3
-
-
-class CommandError(click.ClickException):
-    """A failure shown as one ``Error: …`` line; ``exit_code`` 1 unless a subclass says so."""
-
-
-class WaitStopped(CommandError):
-    exit_code = EXIT_WAIT_TIMEOUT
-
-
-class WaitInterrupted(CommandError):
-    exit_code = 130  # the shell's convention for a SIGINT
-
-
-def connection_options(func: F) -> F:
-    """``--url`` and ``--api-key`` on every command, so they may follow the subcommand."""
-    func = click.option(
-        "--api-key",
-        envvar=ENV_API_KEY,
-        default=None,
-        help=f"API key; its -dc suffix picks Mailchimp's datacenter [env {ENV_API_KEY}]",
-    )(func)
-    func = click.option(
-        "--url",
-        envvar=ENV_URL,
-        default=None,
-        help=f"A Conveyor server, e.g. http://127.0.0.1:8000 [env {ENV_URL}]",
-    )(func)
-    return func
-
-
-def wait_options(func: F) -> F:
-    return click.option(
-        "--timeout",
-        type=click.FloatRange(min=0),
-        default=DEFAULT_WAIT_TIMEOUT,
-        show_default=True,
-        help="Seconds to wait for the batch to finish",
-    )(func)
-
-
-def csv_options(func: F) -> F:
-    """How to read the input CSV and where to write the results one, for import and results."""
-    func = click.option(
-        "--encoding",
-        default="utf-8-sig",
-        show_default=True,
-        help="The CSV's text encoding (cp1252 for many Excel exports)",
-    )(func)
-    func = click.option(
-        "--delimiter", default=",", show_default=True, help="The CSV's field separator"
-    )(func)
-    return click.option(
-        "--out",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Results CSV path [default: <input>.results.csv beside the input]",
-    )(func)
-
-
-def _stderr() -> Console:
-    # Built per command: click's test runner swaps sys.stderr, and rich reads it when printing.
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _client(url: str | None, api_key: str | None) -> Client:
-    try:
-        return Client(api_key or None, base_url=url or None)
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-@contextmanager
-def _reported() -> Iterator[None]:
-    """The client's errors as short messages and a non-zero exit, never as a traceback."""
-    try:
-        yield
-    except ConveyorApiError as exc:
-        # The problem's title and detail, and field errors, as the API worded them.
-        raise CommandError(exc.message) from None
-    except WaitTimeout as exc:
-        raise WaitStopped(str(exc)) from None
-    except (
-        ConveyorConnectionError,
-        BatchNotFinished,
-        ArchiveError,
-        ImportFileError,
-        InvalidOperation,
-    ) as exc:
-        raise CommandError(str(exc)) from None
 
 
 def _wait(client: Client, batch_id: str, timeout: float) -> Batch:
     try:
-        with BatchProgress(_stderr()) as progress:
+        with BatchProgress(stderr()) as progress:
             return client.wait(batch_id, timeout=timeout, progress=progress)
     except KeyboardInterrupt:
         # Ctrl-C stops the waiting, not the batch: say so, and how to pick it up again.
-        raise WaitInterrupted(
+        raise Interrupted(
             f"stopped waiting; batch {batch_id} runs on (follow it: conveyor batch wait {batch_id})"
         ) from None
 
 
 def _finished_line(batch: Batch) -> str:
     return (
-        f"batch {batch.id} finished: {batch.total_operations} operations, "
+        f"batch {batch.id} finished: {plural(batch.total_operations, 'operation')}, "
         f"{batch.succeeded_operations} succeeded, {batch.errored_operations} errored"
     )
-
-
-# -- operations files ------------------------------------------------------------------
-
-
-def _read_operations(path: str, fmt: str | None) -> Iterator[dict[str, Any]]:
-    """The operations of a ``.json`` (``{"operations": [...]}`` or a bare array) or ``.jsonl``.
-
-    Both are streamed: a file of a million operations is never held in memory.
-    """
-    chosen = fmt or ("jsonl" if path.endswith((".jsonl", ".ndjson")) or path == "-" else "json")
-    handle: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    count = 0
-    try:
-        items = _jsonl_items(handle, path) if chosen == "jsonl" else _json_items(handle, path)
-        for count, item in enumerate(items, start=1):
-            if not isinstance(item, dict):
-                raise click.BadParameter(f"operation {count} is not a JSON object", param_hint=path)
-            yield item
-    finally:
-        if handle is not sys.stdin.buffer:
-            handle.close()
-    if count == 0:
-        raise click.BadParameter("holds no operations", param_hint=path)
-
-
-def _json_items(handle: IO[bytes], path: str) -> Iterator[Any]:
-    first = b""
-    while not first.strip():
-        first = handle.read(1)
-        if not first:
-            return
-    prefix = "item" if first == b"[" else "operations.item"
-
-    def replay() -> Iterator[bytes]:
-        # The byte read to choose the prefix goes back in front of the rest of the file.
-        yield first
-        while chunk := handle.read(64 * 1024):
-            yield chunk
-
-    try:
-        yield from ijson.items(_IterReader(replay()), prefix, use_float=True)
-    except ijson.JSONError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=path) from None
-
-
-def _jsonl_items(handle: IO[bytes], path: str) -> Iterator[Any]:
-    for number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise click.BadParameter(
-                f"line {number} is not valid JSON: {exc}", param_hint=path
-            ) from None
-
-
-class _IterReader:
-    """A ``read(n)`` over an iterator of byte chunks, which is all ijson needs."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
 
 
 # -- batch -----------------------------------------------------------------------------
@@ -247,50 +79,62 @@ def batch() -> None:
     "fmt",
     type=click.Choice(["json", "jsonl"]),
     default=None,
-    help="Override the format the file name suggests (.jsonl: one operation a line)",
+    help="Override the format the file name or its content suggests",
 )
 @click.option("--wait", is_flag=True, help="Wait for the batch to finish, with a progress bar")
+@json_option("Print the batch (the finished one with --wait) as JSON instead of its id")
 @wait_options
 @connection_options
 def batch_submit(
-    file: str, fmt: str | None, wait: bool, timeout: float, url: str | None, api_key: str | None
+    file: str, fmt: str | None, wait: bool, as_json: bool, timeout: float, target: Target
 ) -> None:
     """Submit the operations in FILE; print the batch id.
 
-    FILE is .json ({"operations": [...]}) or .jsonl (one operation a line); - reads stdin.
+    FILE holds a JSON document ({"operations": [...]} or an array) or JSON lines (one
+    operation a line); - reads stdin. .json and .jsonl say which; otherwise the content does.
     """
-    err = _stderr()
-    with _reported(), _client(url, api_key) as client:
-        submitted = client.submit(_read_operations(file, fmt))
-        click.echo(submitted.id)
-        err.print(f"submitted batch {submitted.id}: {submitted.total_operations} operations")
+    err = stderr()
+    with reported(), target.client(writes=True) as client:
+        submitted = client.submit(read_operations(file, fmt))
+        if not as_json:
+            click.echo(submitted.id)
+        err.print(
+            f"submitted batch {submitted.id}: {plural(submitted.total_operations, 'operation')}"
+        )
+        shown = submitted
         if wait:
-            finished = _wait(client, submitted.id, timeout)
-            err.print(_finished_line(finished))
-            if finished.errored_operations:
-                err.print(f"see them with: conveyor batch results {finished.id} --failed-only")
+            shown = _wait(client, submitted.id, timeout)
+            err.print(_finished_line(shown))
+            if shown.errored_operations:
+                err.print(f"see them with: conveyor batch results {shown.id} --failed-only")
+    if as_json:
+        echo_json(shown.raw)
 
 
 @batch.command("wait")
 @click.argument("batch_id")
+@json_option("Print the finished batch as JSON")
 @wait_options
 @connection_options
-def batch_wait(batch_id: str, timeout: float, url: str | None, api_key: str | None) -> None:
+def batch_wait(batch_id: str, as_json: bool, timeout: float, target: Target) -> None:
     """Wait for BATCH_ID to finish, with a progress bar."""
-    with _reported(), _client(url, api_key) as client:
-        _stderr().print(_finished_line(_wait(client, batch_id, timeout)))
+    with reported(), target.client() as client:
+        finished = _wait(client, batch_id, timeout)
+    stderr().print(_finished_line(finished))
+    if as_json:
+        echo_json(finished.raw)
 
 
 @batch.command("status")
 @click.argument("batch_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the batch as the API returns it")
+@json_option("Print the batch as the API returns it")
 @connection_options
-def batch_status(batch_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
+def batch_status(batch_id: str, as_json: bool, target: Target) -> None:
     """Show one batch."""
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client() as client:
         found = client.get(batch_id)
     if as_json:
-        click.echo(orjson.dumps(found.raw, option=orjson.OPT_INDENT_2).decode())
+        echo_json(found.raw, indent=True)
         return
     rows = [
         ("id", found.id),
@@ -309,17 +153,15 @@ def batch_status(batch_id: str, as_json: bool, url: str | None, api_key: str | N
 @batch.command("list")
 @click.option("--count", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One batch per line, as the API returns it")
+@json_option("One batch per line, as the API returns it")
 @connection_options
-def batch_list(
-    count: int, offset: int, as_json: bool, url: str | None, api_key: str | None
-) -> None:
+def batch_list(count: int, offset: int, as_json: bool, target: Target) -> None:
     """List the batches of the last seven days."""
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client() as client:
         page = client.list(count=count, offset=offset)
     if as_json:
         for item in page.batches:
-            click.echo(orjson.dumps(item.raw).decode())
+            echo_json(item.raw)
         return
     table = Table("id", "status", "total", "finished", "errored", "submitted_at", "completed_at")
     for item in page.batches:
@@ -332,8 +174,8 @@ def batch_list(
             item.submitted_at,
             item.completed_at,
         )
-    Console(soft_wrap=True).print(table)
-    _stderr().print(f"{len(page.batches)} shown of {page.total_items}")
+    stdout_console().print(table)
+    stderr().print(f"{len(page.batches)} shown of {page.total_items}")
 
 
 RESULT_CSV_COLUMNS = ("operation_id", "status_code", "ok", "error", "response")
@@ -392,15 +234,14 @@ def batch_results(
     out: Path | None,
     wait: bool,
     timeout: float,
-    url: str | None,
-    api_key: str | None,
+    target: Target,
 ) -> None:
     """Print the results of a finished batch, each response decoded.
 
-    jsonl: one {"operation_id", "status_code", "ok", "error"?, "body"} per line.
-    csv: operation_id, status_code, ok, error, response (the response text as served).
+    jsonl (JSON lines, the default): one {"operation_id", "status_code", "ok", "error"?,
+    "body"} per line. csv: operation_id, status_code, ok, error, response (as served).
     """
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client() as client:
         if wait:
             _wait(client, batch_id, timeout)
         with client.results(batch_id, failed_only=failed_only) as results:
@@ -409,18 +250,22 @@ def batch_results(
             else:
                 with out.open("w", newline="", encoding="utf-8") as handle:
                     total, failed = _write_results(results, fmt, handle)
-    shown = "failed results" if failed_only else f"results, {failed} failed"
-    _stderr().print(f"{total} {shown}" + (f"; written to {out}" if out else ""))
+    shown = (
+        plural(total, "failed result")
+        if failed_only
+        else f"{plural(total, 'result')}, {failed} failed"
+    )
+    stderr().print(shown + (f"; written to {out}" if out else ""))
 
 
 @batch.command("cancel")
 @click.argument("batch_id")
 @connection_options
-def batch_cancel(batch_id: str, url: str | None, api_key: str | None) -> None:
+def batch_cancel(batch_id: str, target: Target) -> None:
     """Stop BATCH_ID. Its results, finished ones included, are discarded."""
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client(writes=True) as client:
         client.delete(batch_id)
-    _stderr().print(f"cancelled batch {batch_id}; its results are no longer available")
+    stderr().print(f"cancelled batch {batch_id}; its results are no longer available")
 
 
 # -- members ---------------------------------------------------------------------------
@@ -428,22 +273,98 @@ def batch_cancel(batch_id: str, url: str | None, api_key: str | None) -> None:
 
 @click.group()
 def members() -> None:
-    """Import members from a CSV file through a batch."""
+    """Import members from a CSV file or sync them from a database, through batches."""
+
+
+def csv_options(func: Any) -> Any:
+    """How to read the input CSV and where to write the results one, for import and results."""
+    func = click.option(
+        "--encoding",
+        default="utf-8-sig",
+        show_default=True,
+        help="The CSV's text encoding (cp1252 for many Excel exports)",
+    )(func)
+    func = click.option(
+        "--delimiter",
+        default=",",
+        show_default=True,
+        callback=lambda _ctx, _param, value: "\t" if value in ("tab", "\\t") else value,
+        help="The CSV's field separator (tab for a tab)",
+    )(func)
+    return click.option(
+        "--out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Results CSV path [default: <input>.results.csv beside the input]",
+    )(func)
 
 
 def _finish_import(
     client: Client, job: MemberImport, batch_id: str, out: Path, timeout: float
-) -> None:
-    err = _stderr()
+) -> ImportSummary:
+    err = stderr()
     finished = _wait(client, batch_id, timeout)
     err.print(_finished_line(finished))
     with client.results(batch_id) as results:
         job.record_results(results)
     summary = job.write_results(out)
     err.print(
-        f"{summary.rows} rows: {summary.succeeded} imported, {summary.failed} failed, "
+        f"{plural(summary.rows, 'row')}: {summary.succeeded} imported, {summary.failed} failed, "
         f"{summary.skipped} skipped; results in {summary.path}"
     )
+    return summary
+
+
+def _summary_json(summary: ImportSummary, batch_id: str) -> dict[str, Any]:
+    return {
+        "batch_id": batch_id,
+        "rows": summary.rows,
+        "imported": summary.succeeded,
+        "failed": summary.failed,
+        "skipped": summary.skipped,
+        "results_csv": str(summary.path),
+    }
+
+
+def _fail_if_rows_failed(summary: ImportSummary) -> None:
+    if summary.failed or summary.skipped:
+        raise SomeRowsFailed(
+            f"{plural(summary.failed + summary.skipped, 'row')} did not go in; see {summary.path}"
+        )
+
+
+def _merge_fields_of(client: Client, list_id: str) -> dict[str, str]:
+    """The list's merge fields, by folded tag and by folded name: FNAME and "First Name"."""
+    data = client.request(
+        "GET",
+        f"lists/{_segment(list_id)}/merge-fields",
+        params={"count": 1000, "fields": "merge_fields.tag,merge_fields.name"},
+    )
+    known: dict[str, str] = {}
+    for field in data.get("merge_fields") or []:
+        tag = str(field.get("tag") or "")
+        if tag:
+            known.setdefault(tag.lower(), tag)
+            known.setdefault(str(field.get("name") or "").strip().lower(), tag)
+    known.pop("", None)
+    return known
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def check_list(client: Client, list_id: str) -> None:
+    """Before anything is sent: the list must exist, or every row would fail alike."""
+    try:
+        client.request("GET", f"lists/{_segment(list_id)}", params={"fields": "id"})
+    except ConveyorApiError as exc:
+        if exc.status == 404:
+            raise click.ClickException(
+                f"there is no audience (list) {list_id!r} on {describe_target(client)}; "
+                "see them with: conveyor lists list"
+            ) from None
+        raise
 
 
 @members.command("import")
@@ -458,6 +379,7 @@ def _finish_import(
     help="Status of addresses new to the list (existing members keep theirs)",
 )
 @click.option("--wait", is_flag=True, help="Wait, then write the results CSV")
+@json_option("Print a JSON summary (batch id, counts, results CSV) instead of the batch id")
 @csv_options
 @wait_options
 @connection_options
@@ -466,74 +388,97 @@ def members_import(
     list_id: str,
     status_if_new: str,
     wait: bool,
+    as_json: bool,
     out: Path | None,
     delimiter: str,
     encoding: str,
     timeout: float,
-    url: str | None,
-    api_key: str | None,
+    target: Target,
 ) -> None:
     """Upsert every row of CSV_FILE into the list as one batch.
 
-    The CSV needs an email (or email_address) column. Upper-case columns such as FNAME or
-    LNAME become merge fields; an id column, if present, is each row's operation_id (else the
-    row number). With --wait, a results CSV gets one line per row: row, operation_id, email,
-    status_code, web_id, error.
+    The CSV needs an email column (email, email_address or Mailchimp's "Email Address").
+    Columns named like one of the list's merge fields, by tag (FNAME) or by name ("First
+    Name"), fill it; an id column, if present, is each row's operation_id (else the row
+    number). With --wait, a results CSV gets one line per row: row, operation_id, email,
+    status_code, web_id, error; the exit status is 1 if any row did not go in.
     """
-    err = _stderr()
+    err = stderr()
     results_path = out or default_results_path(csv_file)
-    with (
-        _reported(),
-        _client(url, api_key) as client,
-        MemberImport(
+    with reported(), target.client(writes=True) as client:
+        check_list(client, list_id)
+        known = _merge_fields_of(client, list_id)
+        with MemberImport(
             csv_file,
             list_id=list_id,
             status_if_new=status_if_new,
             delimiter=delimiter,
             encoding=encoding,
-        ) as job,
-    ):
-        if job.columns.ignored:
-            err.print(f"ignoring columns: {', '.join(job.columns.ignored)}")
-        submitted = client.submit(job.operations())
-        click.echo(submitted.id)
-        err.print(
-            f"submitted batch {submitted.id}: {submitted.total_operations} upserts "
-            f"from {job.rows} rows ({job.skipped} without an email address)"
-        )
-        if not wait:
+            merge_fields=known,
+        ) as job:
+            if job.columns.ignored:
+                err.print(
+                    "ignoring columns that match no merge field of the list: "
+                    + ", ".join(job.columns.ignored)
+                )
+            submitted = client.submit(job.operations())
+            if not as_json:
+                click.echo(submitted.id)
             err.print(
-                f"write the results CSV later with: conveyor members results {csv_file} "
-                f"{submitted.id}"
+                f"submitted batch {submitted.id}: {plural(submitted.total_operations, 'upsert')} "
+                f"from {plural(job.rows, 'row')} ({job.skipped} without an email address)"
             )
-            return
-        _finish_import(client, job, submitted.id, results_path, timeout)
+            if not wait:
+                err.print(
+                    f"write the results CSV later with: conveyor members results {csv_file} "
+                    f"{submitted.id}"
+                )
+                if as_json:
+                    echo_json(
+                        {
+                            "batch_id": submitted.id,
+                            "rows": job.rows,
+                            "upserts": submitted.total_operations,
+                            "skipped": job.skipped,
+                        }
+                    )
+                return
+            summary = _finish_import(client, job, submitted.id, results_path, timeout)
+    if as_json:
+        echo_json(_summary_json(summary, submitted.id))
+    _fail_if_rows_failed(summary)
 
 
 @members.command("results")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("batch_id")
+@json_option("Print a JSON summary of the results")
 @csv_options
 @wait_options
 @connection_options
 def members_results(
     csv_file: Path,
     batch_id: str,
+    as_json: bool,
     out: Path | None,
     delimiter: str,
     encoding: str,
     timeout: float,
-    url: str | None,
-    api_key: str | None,
+    target: Target,
 ) -> None:
     """Write the results CSV of an import submitted without --wait (waits if needed)."""
     with (
-        _reported(),
-        _client(url, api_key) as client,
+        reported(),
+        target.client() as client,
         MemberImport(csv_file, delimiter=delimiter, encoding=encoding) as job,
     ):
         job.record_rows()
-        _finish_import(client, job, batch_id, out or default_results_path(csv_file), timeout)
+        summary = _finish_import(
+            client, job, batch_id, out or default_results_path(csv_file), timeout
+        )
+    if as_json:
+        echo_json(_summary_json(summary, batch_id))
+    _fail_if_rows_failed(summary)
 
 
 # -- webhooks --------------------------------------------------------------------------
@@ -547,13 +492,17 @@ def webhooks() -> None:
 @webhooks.command("add")
 @click.argument("webhook_url")
 @click.option("--disabled", is_flag=True, help="Create it switched off")
+@json_option("Print the webhook as JSON (with its signing secret)")
 @connection_options
-def webhooks_add(webhook_url: str, disabled: bool, url: str | None, api_key: str | None) -> None:
+def webhooks_add(webhook_url: str, disabled: bool, as_json: bool, target: Target) -> None:
     """Register WEBHOOK_URL (it must answer GET and POST); print its id."""
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client(writes=True) as client:
         created = client.add_webhook(webhook_url, enabled=not disabled)
+    if as_json:
+        echo_json(created.raw)
+        return
     click.echo(created.id)
-    err = _stderr()
+    err = stderr()
     state = "enabled" if created.enabled else "disabled"
     err.print(f"added batch webhook {created.id} ({state}) for {created.url}")
     if created.secret:
@@ -563,35 +512,84 @@ def webhooks_add(webhook_url: str, disabled: bool, url: str | None, api_key: str
 
 
 @webhooks.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One webhook per line, as the API returns")
+@json_option("One webhook per line, as the API returns it")
 @connection_options
-def webhooks_list(as_json: bool, url: str | None, api_key: str | None) -> None:
+def webhooks_list(as_json: bool, target: Target) -> None:
     """List the batch webhooks."""
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client() as client:
         page = client.list_webhooks()
     if as_json:
         for hook in page.webhooks:
-            click.echo(orjson.dumps(hook.raw).decode())
+            echo_json(hook.raw)
         return
     table = Table("id", "url", "enabled")
     for hook in page.webhooks:
         table.add_row(hook.id, hook.url, "yes" if hook.enabled else "no")
-    Console(soft_wrap=True).print(table)
-    _stderr().print(f"{page.total_items} batch webhooks")
+    stdout_console().print(table)
+    stderr().print(plural(page.total_items, "batch webhook"))
+
+
+@webhooks.command("deliveries")
+@click.argument("webhook_id")
+@click.option("--count", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@json_option("One delivery per line, with every attempt, as the API returns it")
+@connection_options
+def webhooks_deliveries(
+    webhook_id: str, count: int, offset: int, as_json: bool, target: Target
+) -> None:
+    """Show the deliveries of WEBHOOK_ID: each batch reported, its state and attempts.
+
+    A Conveyor server keeps this log; Mailchimp has no such endpoint.
+    """
+    with reported(), target.client() as client:
+        data = client.request(
+            "GET",
+            f"batch-webhooks/{_segment(webhook_id)}/deliveries",
+            params={"count": count, "offset": offset},
+        )
+    deliveries = data.get("deliveries") or []
+    if as_json:
+        for delivery in deliveries:
+            echo_json(delivery)
+        return
+    table = Table("attempts", "last status", "delivered_at", "last error")
+    table.add_column("state", no_wrap=True)
+    # Ids are what people copy: never cut, whatever the terminal's width.
+    table.add_column("batch", no_wrap=True, min_width=10)
+    table.add_column("id", no_wrap=True, min_width=10)
+    for item in deliveries:
+        table.add_row(
+            str(item.get("attempts", "")),
+            str(item.get("last_status_code") or ""),
+            str(item.get("delivered_at") or ""),
+            str(item.get("last_error") or ""),
+            str(item.get("state", "")),
+            str(item.get("batch_id", "")),
+            str(item.get("id", "")),
+        )
+    stdout_console().print(table)
+    total = plural(int(data.get("total_items") or 0), "delivery", "deliveries")
+    stderr().print(f"{len(deliveries)} shown of {total}")
 
 
 @webhooks.command("rm")
 @click.argument("webhook_id")
 @connection_options
-def webhooks_rm(webhook_id: str, url: str | None, api_key: str | None) -> None:
+def webhooks_rm(webhook_id: str, target: Target) -> None:
     """Delete the batch webhook WEBHOOK_ID."""
-    with _reported(), _client(url, api_key) as client:
+    with reported(), target.client(writes=True) as client:
         client.delete_webhook(webhook_id)
-    _stderr().print(f"deleted batch webhook {webhook_id}")
+    stderr().print(f"deleted batch webhook {webhook_id}")
 
 
 def register(group: click.Group) -> None:
-    """Add ``batch``, ``members`` and ``webhooks`` to the ``conveyor`` command group."""
+    """Add ``batch``, ``members``, ``webhooks`` and ``lists`` to the ``conveyor`` group."""
+    from conveyor.client.cli_lists import lists
+    from conveyor.client.cli_sync import members_sync
+
+    members.add_command(members_sync)
     group.add_command(batch)
     group.add_command(members)
     group.add_command(webhooks)
+    group.add_command(lists)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,13 +59,27 @@ class ConveyorApiError(ConveyorError):
     @property
     def message(self) -> str:
         """``Title: detail`` plus any field errors, for people (the CLI prints exactly this)."""
-        text = f"{self.title}: {self.detail}" if self.detail else self.title
-        if self.errors:
-            text += " (" + "; ".join(f"{e.field}: {e.message}" for e in self.errors) + ")"
-        return text
+        return problem_text(self.title, self.detail, self.errors)
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
+
+
+def problem_text(title: str, detail: str, errors: Iterable[FieldError] = ()) -> str:
+    """``Title: detail (field: message; …)`` on one line, each piece of text shown once.
+
+    Servers often repeat the one field error as the detail (``url: … is not allowed`` both
+    ways); printing both showed the same sentence twice.
+    """
+    text = f"{title}: {detail}" if title and detail else title or detail
+    extra = [
+        f"{e.field}: {e.message}" if e.field else e.message
+        for e in errors
+        if e.message and e.message.strip() != detail.strip()
+    ]
+    if extra:
+        text += " (" + "; ".join(extra) + ")"
+    return text
 
 
 class InvalidOperation(ConveyorError, ValueError):

@@ -11,7 +11,7 @@ import csv
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +38,8 @@ class ImportFileError(ValueError):
 class ImportColumns:
     email: str
     id: str | None
-    merge_fields: tuple[str, ...]
+    # (column, merge tag) pairs: ("First Name", "FNAME").
+    merge_fields: tuple[tuple[str, str], ...]
     ignored: tuple[str, ...]
 
 
@@ -56,21 +57,47 @@ def default_results_path(csv_path: Path) -> Path:
     return csv_path.with_name(f"{csv_path.stem}.results.csv")
 
 
-def detect_columns(header: Iterable[str]) -> ImportColumns:
+def detect_columns(
+    header: Iterable[str], merge_fields: Mapping[str, str] | None = None
+) -> ImportColumns:
+    """Which column is the address, the id, and which fill merge fields.
+
+    ``merge_fields`` maps the list's folded merge tags and names to tags ("fname" and
+    "first name" to FNAME), so Mailchimp's own export headers land in the right field; columns
+    that match none are ignored (and named). Without it (reading a CSV for its results only),
+    upper-case columns are taken as merge tags.
+    """
     names = [name for name in header if name is not None]
     by_folded = {name.strip().lower(): name for name in names}
     email = next((by_folded[h] for h in EMAIL_HEADERS if h in by_folded), None)
     if email is None:
+        hint = ""
+        if len(names) == 1 and (sep := next((c for c in ";\t|" if c in names[0]), None)):
+            shown = "tab" if sep == "\t" else sep
+            hint = f" The header looks {shown}-separated: try --delimiter '{shown}'."
         raise ImportFileError(
-            "the CSV has no email column (a header named email or email_address); "
-            f"its columns are: {', '.join(names) or 'none'}"
+            "the CSV has no email column (a header named email, email_address or "
+            f"Email Address); its columns are: {', '.join(names) or 'none'}.{hint}"
         )
     id_column = by_folded.get(ID_HEADER)
-    merge = tuple(
-        name for name in names if name not in (email, id_column) and _MERGE_TAG.fullmatch(name)
+    merge: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        if name in (email, id_column):
+            continue
+        if merge_fields is None:
+            tag = name if _MERGE_TAG.fullmatch(name) else None
+        else:
+            tag = merge_fields.get(name.strip().lower())
+        if tag is None or tag in taken:
+            ignored.append(name)
+            continue
+        taken.add(tag)
+        merge.append((name, tag))
+    return ImportColumns(
+        email=email, id=id_column, merge_fields=tuple(merge), ignored=tuple(ignored)
     )
-    ignored = tuple(name for name in names if name not in (email, id_column, *merge))
-    return ImportColumns(email=email, id=id_column, merge_fields=merge, ignored=ignored)
 
 
 class MemberImport:
@@ -84,6 +111,7 @@ class MemberImport:
         status_if_new: str = "subscribed",
         delimiter: str = ",",
         encoding: str = "utf-8-sig",
+        merge_fields: Mapping[str, str] | None = None,
     ) -> None:
         self.csv_path = csv_path
         self.list_id = list_id
@@ -102,7 +130,7 @@ class MemberImport:
             "CREATE TABLE results (operation_id TEXT PRIMARY KEY, status_code INTEGER,"
             " web_id TEXT, error TEXT)"
         )
-        self.columns = self._read_columns()
+        self.columns = self._read_columns(merge_fields)
 
     def close(self) -> None:
         self._db.close()
@@ -132,16 +160,22 @@ class MemberImport:
             "give its encoding, e.g. --encoding cp1252"
         )
 
-    def _read_columns(self) -> ImportColumns:
+    def _read_columns(self, merge_fields: Mapping[str, str] | None) -> ImportColumns:
         with self._open() as handle:
             reader = csv.reader(handle, delimiter=self.delimiter)
             try:
                 header = next(reader, None)
+                first = next((row for row in reader if any(cell.strip() for cell in row)), None)
             except UnicodeDecodeError as exc:
                 raise self._not_decodable(exc) from None
+            except csv.Error as exc:
+                raise ImportFileError(f"{self.csv_path} is not a readable CSV: {exc}") from None
         if not header:
             raise ImportFileError(f"{self.csv_path} is empty: it needs a header line")
-        return detect_columns(header)
+        columns = detect_columns(header, merge_fields)
+        if first is None:
+            raise ImportFileError(f"{self.csv_path} has a header but no rows: nothing to import")
+        return columns
 
     def operations(self) -> Iterator[Operation]:
         """One upsert per row with an address; every row is recorded for the results.
@@ -187,8 +221,8 @@ class MemberImport:
                 if self.list_id is None:
                     continue
                 merge_fields = {
-                    name: value.strip()
-                    for name in columns.merge_fields
+                    tag: value.strip()
+                    for name, tag in columns.merge_fields
                     # An empty cell is "no data here", not "erase what the member has".
                     if (value := record.get(name) or "").strip()
                 }

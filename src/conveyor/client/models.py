@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from conveyor.client.errors import FieldError
+from conveyor.client.errors import FieldError, problem_text
 from conveyor.domain.archive import ResultRecord
 
 FINISHED = "finished"
@@ -37,6 +37,9 @@ class Batch:
     completed_at: str
     response_body_url: str
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # True when a submit was answered with the batch an earlier submit of the same
+    # Idempotency-Key made (the server's Idempotent-Replayed header).
+    replayed: bool = field(default=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Batch:
@@ -116,11 +119,7 @@ class BatchResult:
             # Not a problem document: show what there is rather than nothing.
             shown = f": {self.response[:200]}" if self.response else ""
             return f"HTTP {self.status_code}{shown}"
-        text = f"{title}: {detail}" if title and detail else title or detail
-        extra = self.field_errors
-        if extra:
-            text += " (" + "; ".join(f"{e.field}: {e.message}" for e in extra) + ")"
-        return text
+        return problem_text(title, detail, self.field_errors)
 
     def _problem_text(self, key: str) -> str:
         if isinstance(self.body, dict):

@@ -14,6 +14,7 @@ file and read one result at a time.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import email.utils
 import gzip
 import os
@@ -21,9 +22,10 @@ import random
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -43,8 +45,15 @@ from conveyor.client.models import Batch, BatchList, BatchResult, Webhook, Webho
 from conveyor.client.progress import BatchProgress
 from conveyor.domain.archive import InvalidArchive, ResultRecord, iter_archive
 
+if TYPE_CHECKING:
+    from conveyor.client.dbsync import SyncSummary
+
 ENV_URL = "CONVEYOR_URL"
 ENV_API_KEY = "MAILCHIMP_API_KEY"
+# Same key and same body: the server answers with the batch it made the first time instead of
+# making another one (and says so with Idempotent-Replayed: true).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 USER_AGENT = "conveyor-client/0.1"
 
 # Mailchimp documents a 120 s timeout per call; waiting longer for an answer gains nothing.
@@ -118,9 +127,11 @@ class Client:
         elif api_key:
             self.base_url = f"https://{datacenter_of(api_key)}.api.mailchimp.com/3.0"
         else:
+            # Only from_env reads the environment: naming a variable here would mislead
+            # someone who has it set and called Client() directly.
             raise ConfigurationError(
-                f"no API key: pass api_key or set {ENV_API_KEY} "
-                f"(and base_url or {ENV_URL} for a Conveyor server)"
+                "no API key: pass api_key (Client.from_env() reads it from "
+                f"{ENV_API_KEY}), and base_url for a Conveyor server"
             )
         if max_retries < 0:
             raise ConfigurationError(f"max_retries must not be negative, got {max_retries}")
@@ -144,8 +155,14 @@ class Client:
         cls, api_key: str | None = None, base_url: str | None = None, **options: Any
     ) -> Client:
         """Arguments first, then ``MAILCHIMP_API_KEY`` and ``CONVEYOR_URL``."""
+        key = api_key or os.environ.get(ENV_API_KEY) or None
+        if key is None:
+            raise ConfigurationError(
+                f"no API key: set {ENV_API_KEY} (and {ENV_URL} for a Conveyor server) "
+                "or pass api_key"
+            )
         return cls(
-            api_key or os.environ.get(ENV_API_KEY) or None,
+            key,
             base_url=base_url or os.environ.get(ENV_URL) or None,
             **options,
         )
@@ -170,8 +187,17 @@ class Client:
 
     # -- batches ------------------------------------------------------------------------
 
-    def submit(self, operations: Iterable[Mapping[str, Any]]) -> Batch:
-        """``POST /batches``; ``operations`` may be any iterable, a generator of millions too."""
+    def submit(
+        self, operations: Iterable[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> Batch:
+        """``POST /batches``; ``operations`` may be any iterable, a generator of millions too.
+
+        Every submit carries an ``Idempotency-Key`` header (a fresh one unless given) that its
+        own retries repeat: a request whose answer was lost on the way back is sent again
+        under the same key, and the server answers with the batch it already made. Pass your
+        own key to resume a submit that a crash interrupted (see :mod:`conveyor.client.dbsync`).
+        """
+        key = idempotency_key or new_idempotency_key()
         with _spool_batch_body(operations) as body:
 
             def build() -> httpx.Request:
@@ -180,10 +206,13 @@ class Client:
                     "POST",
                     self._url("batches"),
                     content=cast(Iterable[bytes], body),
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
                 )
 
-            return Batch.from_json(self._json(build))
+            response = self._send(build, http=self._http, resend_safe=True)
+            data = self._decoded(response)
+        replayed = response.headers.get(REPLAYED_HEADER, "").strip().lower() == "true"
+        return dataclasses.replace(Batch.from_json(data), replayed=replayed)
 
     def get(self, batch_id: str) -> Batch:
         """The batch's status; on a finished batch, with a freshly signed results URL."""
@@ -276,6 +305,14 @@ class Client:
         """The results whose status code is not 2xx."""
         return self.results(batch_id, failed_only=True)
 
+    # -- sync from a database ----------------------------------------------------------
+
+    def sync(self, source_url: str, query: str, list_id: str, **options: Any) -> SyncSummary:
+        """The rows of ``query`` into the list, web_ids saved back: :func:`conveyor.client.sync`."""
+        from conveyor.client.dbsync import sync
+
+        return sync(self, source_url, query, list_id, **options)
+
     # -- batch webhooks -----------------------------------------------------------------
 
     def add_webhook(self, url: str, *, enabled: bool = True) -> Webhook:
@@ -363,7 +400,9 @@ class Client:
         return self._json(build)
 
     def _json(self, build: Callable[[], httpx.Request]) -> Any:
-        response = self._send(build, http=self._http)
+        return self._decoded(self._send(build, http=self._http))
+
+    def _decoded(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise _api_error(response)
         if not response.content.strip():
@@ -386,15 +425,21 @@ class Client:
         *,
         http: httpx.Client,
         stream: bool = False,
+        resend_safe: bool = False,
     ) -> httpx.Response:
-        """Send with retries: 429 and 5xx always; transport errors when resending is safe."""
+        """Send with retries: 429 and 5xx always; transport errors when resending is safe.
+
+        ``resend_safe``: the request may reach the server twice without acting twice (it
+        carries an idempotency key), so a connection lost after sending is retried too.
+        """
         attempt = 0
         while True:
             request = build()
             try:
                 response = http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                if attempt >= self.max_retries or not _may_resend(request.method, exc):
+                safe = resend_safe or _may_resend(request.method, exc)
+                if attempt >= self.max_retries or not safe:
                     raise ConveyorConnectionError(
                         f"{request.method} {request.url}: {type(exc).__name__}: {exc}"
                     ) from exc
@@ -574,6 +619,11 @@ def normalize_operation(operation: Mapping[str, Any], index: int = 0) -> dict[st
     if normalized.get("operation_id") is None:
         normalized.pop("operation_id", None)
     return normalized
+
+
+def new_idempotency_key() -> str:
+    """A random key for one submit: 32 hex characters."""
+    return uuid.uuid4().hex
 
 
 def _may_resend(method: str, exc: httpx.TransportError) -> bool:
