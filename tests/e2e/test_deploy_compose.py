@@ -33,12 +33,15 @@ def command_of(service: dict[str, Any]) -> list[str]:
 
 
 def conveyor_roles(services: dict[str, Any]) -> dict[str, list[str]]:
-    """role (api, worker, scheduler) → the names of the services that run it."""
+    """role (api, worker, scheduler) → the names of the services that run it.
+
+    The image's entrypoint is `conveyor` (deploy/Dockerfile): a command is its arguments.
+    """
     roles: dict[str, list[str]] = {}
     for name, service in services.items():
         command = command_of(service)
-        if len(command) >= 2 and command[0] == "conveyor":
-            roles.setdefault(command[1], []).append(name)
+        if str(service.get("image", "")).startswith("conveyor:") and command:
+            roles.setdefault(command[0], []).append(name)
     return roles
 
 
