@@ -88,8 +88,10 @@ def _count_new_async(fileobj: BinaryIO, max_operations: int) -> int:
             yield data
 
     async def count() -> int:
-        operations = aiter_operations(chunks(), max_operations=max_operations)
-        return sum([1 async for _ in operations])
+        seen = 0
+        async for _ in aiter_operations(chunks(), max_operations=max_operations):
+            seen += 1
+        return seen
 
     return asyncio.run(count())
 
@@ -116,24 +118,19 @@ def child(variant: str, body: Path, count: int) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         operations = counter(fileobj, count)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(
-        orjson.dumps(
-            {"operations": operations, "wall": wall, "cpu": cpu, "rss_before": rss_before,
-             "peak_rss": peak}
-        ).decode()
-    )  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    result = {"operations": operations, "wall": wall, "cpu": cpu}
+    print(orjson.dumps({**result, "rss_before": rss_before, "peak_rss": peak}).decode())
 
 
 # --- the rounds ---------------------------------------------------------------------------------
 
 
 def run_one(variant: str, body: Path, count: int) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.ingest", "--child", variant, "--body", str(body)]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.ingest", "--child", variant, "--body", str(body),
-         "--count", str(count)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [*command, "--count", str(count)], capture_output=True, text=True, check=True
+    )
     result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
     if result["operations"] != count:
         raise RuntimeError(f"{variant} parsed {result['operations']} of {count} operations")
@@ -198,8 +195,8 @@ def report(runs: dict[str, list[dict[str, Any]]], count: int, size: int) -> list
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                        enumerate(zip(row, widths, strict=True))))  # fmt: skip
+        cells = [cell.rjust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join([row[0].ljust(widths[0]), *cells[1:]]))
         if index == 0:
             print("  ".join("-" * width for width in widths))
     print()
