@@ -3,13 +3,14 @@
 The body ``{"operations": [...]}`` can hold a million operations, so it is parsed as it
 arrives: bytes are pushed into ijson's C parser a slice at a time, ijson's C builder assembles
 the operations, and each one is validated and yielded as soon as it is complete. Memory stays
-flat, bounded by one input slice and one operation, whatever the body's size. The sync and
-async entry points share the same pipeline, so they accept and refuse exactly the same bodies.
+flat, bounded by one input slice and one operation (or, in a member other than
+``operations``, the part still open), whatever the body's size. The sync and async entry
+points share the same pipeline, so they accept and refuse exactly the same bodies.
 
 The top level is checked by the object ijson's builder fills with the body's members
 (:class:`_TopLevel`): it sees each member as its value starts, keeps none of them, and notes
 the ``operations`` array so the pipeline can take its elements while the builder appends to
-it. Only the top level's members reach Python code; everything below them is built in C.
+them. Only the top-level members reach Python code; everything below them is built in C.
 """
 
 from __future__ import annotations
