@@ -2,14 +2,18 @@ import asyncio
 import io
 import tracemalloc
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
 
 from conveyor.domain.operations import (
     InvalidBatchBody,
+    MalformedJson,
     Operation,
     TooManyOperations,
+    _Pipeline,
+    _references_to_finished_element,
     aiter_operations,
     iter_operations,
     parse_operation,
@@ -259,3 +263,78 @@ def test_memory_stays_flat() -> None:
         tracemalloc.stop()
     assert count == 4_000
     assert peak < 1024 * 1024, peak
+
+
+def test_an_escaped_lone_surrogate_is_malformed_json() -> None:
+    # ijson raised UnicodeDecodeError here, which reached the client as a 500.
+    for body in (b'{"operations": [{"method": "GET", "path": "\\udc00"}]}', b'{"\\udc00": 1}'):
+        error = _error(body)
+        assert isinstance(error, MalformedJson)
+        assert error.detail.startswith("The request body is not valid JSON: ")
+    # A high surrogate alone becomes "?" in yajl, as it always did; a pair is one character.
+    [op] = _parse(b'{"operations": [{"method": "GET", "path": "\\ud800\\udc00\\ud800x"}]}')
+    assert op.path == "\U00010000?x"
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 5, 64 * 1024])
+def test_an_operation_complete_before_the_body_breaks_is_reported(slice_bytes: int) -> None:
+    """As before: an operation that ended before a syntax error names its own fault."""
+    body = b'{"operations": [{"method": "GET", "path": "/x"}, {"path": "/y"}]'
+    pipeline = _Pipeline(10, slice_bytes=slice_bytes, max_slice_bytes=slice_bytes)
+    seen: list[Operation] = []
+    with pytest.raises(InvalidBatchBody) as info:
+        seen.extend(pipeline.feed(body))
+        seen.extend(pipeline.close())
+    assert (info.value.field, info.value.index) == ("operations[1].method", 1)
+    assert [op.path for op in seen] == ["/x"]
+    # Not complete: the syntax error it is.
+    with pytest.raises(MalformedJson):
+        _parse(b'{"operations": [{"method": "GET", "path": "/x"}, {"path": "/y"')
+
+
+def test_open_operations_are_told_from_finished_ones() -> None:
+    """What tells an operation that has ended from one still being built holds for the
+    installed ijson (otherwise each one waits for the next to start)."""
+    assert _references_to_finished_element() is not None
+
+
+def test_ignored_members_do_not_pile_up_in_memory() -> None:
+    note = "x" * 2_000
+    members = {"before": [note] * 4_000, "after": {f"k{i}": note for i in range(4_000)}}
+    body = orjson.dumps({**members, "operations": [{"method": "GET", "path": "/a"}]})
+    fileobj = io.BytesIO(body)
+    del members, body
+    tracemalloc.start()
+    try:
+        [op] = iter_operations(fileobj, max_operations=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert op.path == "/a"
+    assert peak < 1024 * 1024, peak
+
+
+class _CountingParser:
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+        self.sends = 0
+
+    def send(self, piece: bytes) -> None:
+        self.sends += 1
+        self.parser.send(piece)
+
+    def close(self) -> None:
+        self.parser.close()
+
+
+def test_a_long_string_is_sent_in_growing_slices() -> None:
+    """yajl re-scans a token that spans sends from its start: a 10 MB string sent 64 KiB at a
+    time costs quadratic time, so the slices grow while nothing completes."""
+    big = "x" * (10 * 1024 * 1024)
+    body = orjson.dumps({"operations": [{"method": "POST", "path": "/x", "body": big}] * 2})
+    pipeline = _Pipeline(10)
+    counting = _CountingParser(pipeline._parser)
+    pipeline._parser = counting
+    operations = [*pipeline.feed(body), *pipeline.close()]
+    assert [op.body for op in operations] == [big, big]
+    assert counting.sends < 40, counting.sends  # 64 KiB slices would take 320

@@ -1,35 +1,50 @@
 """Batch operations: the normalized form and the streaming parser of a batch request body.
 
 The body ``{"operations": [...]}`` can hold a million operations, so it is parsed as it
-arrives: bytes are pushed into ijson's C parser a slice at a time, the events are assembled
-into one operation at a time, and each operation is yielded before the next is read. Memory
-stays flat, bounded by one input slice and one operation, whatever the body's size. The sync
-and async entry points share the same pipeline, so they accept and refuse exactly the same
-bodies.
+arrives: bytes are pushed into ijson's C parser a slice at a time, ijson's C builder assembles
+the operations, and each one is validated and yielded as soon as it is complete. Memory stays
+flat, bounded by one input slice and one operation (or, in a member other than
+``operations``, the part still open), whatever the body's size. The sync and async entry
+points share the same pipeline, so they accept and refuse exactly the same bodies.
+
+The top level is checked by the object ijson's builder fills with the body's members
+(:class:`_TopLevel`): it sees each member as its value starts, keeps none of them, and notes
+the ``operations`` array so the pipeline can take its elements while the builder appends to
+them. Only the top-level members reach Python code; everything below them is built in C.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum, auto
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import ijson
 import orjson
-from ijson.utils import sendable_list
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _METHODS_TEXT = ", ".join(METHODS)
+# The spellings clients send; anything else goes through `str.upper`, as it always did.
+_CANONICAL_METHODS = {spelling: m for m in METHODS for spelling in (m, m.lower(), m.title())}
 # ijson's own read size; also caps how much of one large async chunk is parsed at once.
 _SLICE_BYTES = 64 * 1024
 # yajl re-scans a token that spans sends from its start on every send, so a long string fed
 # in 64 KiB slices costs time quadratic in its length (measured: 1.5 s for 10 MB, which ran
-# on the event loop). While sends yield no event, the slice grows to the bytes sent since
-# the last one, which keeps the re-scans geometric; the cap bounds how many events one
-# send can produce once the token ends.
+# on the event loop). While sends make no progress (no new operation or top-level member),
+# the slice grows to the bytes sent since the last progress, which keeps the re-scans
+# geometric; the cap bounds how much one send can build once the token ends.
 _MAX_SLICE_BYTES = 8 * 1024 * 1024
+# What yajl skips between tokens (JSON's four, and also \v and \f).
+_JSON_WHITESPACE = b" \t\n\r\x0b\x0c"
+_OPEN_BRACE = ord("{")
+_OPEN_BRACKET = ord("[")
+
+# The C backend by name: this module drives its coroutines directly (see `_Target`).
+_YAJL2_C: Any = ijson.get_backend("yajl2_c")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +55,26 @@ class Operation:
     params: dict[str, str]
     body: str | None
     operation_id: str | None
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__, which was a third
+# of the cost of validating a typical operation; the slots' own setters do the same job.
+_new_instance = object.__new__
+_set_method, _set_path, _set_params, _set_body, _set_operation_id = (
+    Operation.__dict__[field].__set__ for field in Operation.__slots__
+)
+
+
+def _new_operation(
+    method: str, path: str, params: dict[str, str], body: str | None, operation_id: str | None
+) -> Operation:
+    operation: Operation = _new_instance(Operation)
+    _set_method(operation, method)
+    _set_path(operation, path)
+    _set_params(operation, params)
+    _set_body(operation, body)
+    _set_operation_id(operation, operation_id)
+    return operation
 
 
 class InvalidBatchBody(ValueError):
@@ -128,6 +163,25 @@ def _parse_operation_id(raw: object, field: str, index: int) -> str | None:
 
 def parse_operation(raw: object, index: int) -> Operation:
     """Validate one decoded item of ``operations``; errors name it as ``operations[index]``."""
+    # The usual operation (method, path, a string body or none, no params) in a few checks;
+    # every other one, valid or not, takes the full path below, which names what is wrong.
+    if type(raw) is dict:
+        method = raw.get("method")
+        path = raw.get("path")
+        if type(method) is str and type(path) is str and path and raw.get("params") is None:
+            canonical = _CANONICAL_METHODS.get(method)
+            body = raw.get("body")
+            operation_id = raw.get("operation_id")
+            if (
+                canonical is not None
+                and (body is None or type(body) is str)
+                and (operation_id is None or type(operation_id) is str)
+            ):
+                return _new_operation(canonical, path, {}, body, operation_id)
+    return _parse_operation_fully(raw, index)
+
+
+def _parse_operation_fully(raw: object, index: int) -> Operation:
     name = f"operations[{index}]"
     if not isinstance(raw, dict):
         raise InvalidBatchBody(f"{name} must be an object", field=name, index=index)
@@ -146,131 +200,135 @@ def parse_operation(raw: object, index: int) -> Operation:
     if not isinstance(path, str) or not path:
         raise InvalidBatchBody(f"{field} must be a non-empty string", field=field, index=index)
 
-    return Operation(
-        method=method.upper(),
-        path=path,
-        params=_parse_params(raw.get("params"), f"{name}.params", index),
-        body=_parse_body(raw.get("body"), f"{name}.body", index),
-        operation_id=_parse_operation_id(raw.get("operation_id"), f"{name}.operation_id", index),
+    return _new_operation(
+        method.upper(),
+        path,
+        _parse_params(raw.get("params"), f"{name}.params", index),
+        _parse_body(raw.get("body"), f"{name}.body", index),
+        _parse_operation_id(raw.get("operation_id"), f"{name}.operation_id", index),
     )
 
 
-class _State(Enum):
-    START = auto()
-    TOP = auto()
-    OPERATIONS_VALUE = auto()
-    ITEMS = auto()
-    ITEM = auto()
-    SKIP = auto()
-    DONE = auto()
+class _TopLevel:
+    """The body's top-level object, as ijson's builder fills it, keeping none of its members.
 
-
-_OPENERS = frozenset({"start_map", "start_array"})
-_CLOSERS = frozenset({"end_map", "end_array"})
-
-
-class _Assembler:
-    """Turns ijson basic events into operations, checking the body's outer shape.
-
-    Depth is tracked here rather than matched on ijson prefixes, because a top-level key named
-    e.g. "operations.item" would otherwise be taken for the operations array.
+    ijson sets each member here as soon as its value starts (a container is set empty, then
+    filled), so the `operations` array is noted while it is still open and the pipeline takes
+    its elements as they come. Members at any other depth never reach this class, so a
+    top-level key such as "operations.item" cannot pass for the array. (Not a dict: ijson
+    could then fill it through the dict API, around `__setitem__`.)
     """
 
-    def __init__(self, max_operations: int) -> None:
-        if max_operations <= 0:
-            raise ValueError(f"max_operations must be positive, got {max_operations}")
-        self._max = max_operations
-        self._state = _State.START
-        self._depth = 0
-        self._count = 0
-        self._seen_operations = False
-        self._builder: ijson.ObjectBuilder | None = None
+    def __init__(self) -> None:
+        self.operations: list[object] | None = None
+        self.operations_seen = False
+        # True once a later member started (or the body ended): the array is complete.
+        self.operations_closed = False
+        self.error: InvalidBatchBody | None = None
+        self.members = 0
+        self._skipped: dict[str, object] | list[object] | None = None
 
-    def feed(self, events: list[tuple[str, object]]) -> Iterator[Operation]:
-        for event, value in events:
-            operation = self._event(event, value)
-            if operation is not None:
-                yield operation
+    def __setitem__(self, key: str, value: object) -> None:
+        # Called from ijson's C code, which would lose an exception raised here: an error is
+        # noted, for the pipeline to raise once the operations before it are through.
+        self.members += 1
+        if self.operations is not None:
+            self.operations_closed = True
+        if key != "operations":
+            self._skipped = value if isinstance(value, dict | list) else None
+            return
+        if self.error is not None:
+            return
+        if self.operations_seen:
+            self.error = InvalidBatchBody("operations must appear only once", field="operations")
+        elif not isinstance(value, list):
+            self.error = InvalidBatchBody("operations must be an array", field="operations")
+        else:
+            self.operations = value
+        self.operations_seen = True
 
-    def finish(self) -> None:
-        # ijson has already refused a truncated document, so only a non-object remains.
-        if self._state is not _State.DONE:
-            raise InvalidBatchBody("The request body must be a JSON object.")
-        if not self._seen_operations:
-            raise InvalidBatchBody("operations is required", field="operations")
+    def __getitem__(self, key: str) -> object:
+        # Makes this a mapping to ijson's builder, which only ever sets members.
+        raise KeyError(key)
 
-    def _event(self, event: str, value: object) -> Operation | None:
-        state = self._state
-        if state is _State.ITEM:
-            return self._item_event(event, value)
-        if state is _State.SKIP:
-            if event in _OPENERS:
-                self._depth += 1
-            elif event in _CLOSERS:
-                self._depth -= 1
-            if self._depth == 0:
-                self._state = _State.TOP
+    def skipped_size(self) -> int:
+        return len(self._skipped) if self._skipped is not None else 0
+
+    def drop_skipped(self) -> None:
+        """Empty the ignored member being built, so that only its open part stays in memory."""
+        if self._skipped is not None:
+            self._skipped.clear()
+
+
+class _Target:
+    """A coroutine target in the form ijson's C-backend wrappers take: they pass on `send`.
+
+    Given a C coroutine (or a list) as `send`, each stage calls the next one in C, without a
+    tuple and a Python-level call per JSON event: `ijson.items_coro` chains the stages
+    through bound methods instead and runs at about a third of the speed.
+    """
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: object) -> None:
+        self.send = send
+
+
+def _parser(top: _TopLevel, documents: list[object]) -> Any:
+    """ijson's C chain: bytes to events, to prefixed events, to values built from the top.
+
+    The first map it builds is the body's top-level object when the body is an object: that
+    one is `top`; every other map is a plain dict. The finished top-level value goes to
+    `documents`.
+    """
+    new_map: Callable[[], object] = functools.partial(
+        next, itertools.chain((top,), map(dict, itertools.repeat(())))
+    )
+    builder = _YAJL2_C.items_basecoro(_Target(documents), "", map_type=new_map)
+    events = _YAJL2_C.parse_basecoro(_Target(builder))
+    return _YAJL2_C.basic_parse_basecoro(_Target(events), use_float=True)
+
+
+def _references_to_last(elements: list[object]) -> int:
+    last = elements[-1]
+    return sys.getrefcount(last)
+
+
+@functools.cache
+def _references_to_finished_element() -> int | None:
+    """How many references `_references_to_last` counts for a finished array element.
+
+    ijson's builder holds each container it is still filling on its stack, so an open
+    element has exactly one reference more. That tells an operation that is complete from
+    one whose closing bracket is still to come, when nothing follows it yet in what was
+    sent. This checks that it holds for the installed ijson (None when it does not: an
+    element is then taken only once the next one starts or the array ends).
+    """
+    counts: dict[bytes, int] = {}
+    for prefix in (b"[{}", b"[[1]", b"[{", b'[{"a":[', b"[[", b"[[{"):
+        top: _TopLevel = _TopLevel()
+        parser = _parser(top, [])
+        parser.send(b'{"operations":' + prefix)
+        if not top.operations:
             return None
-        if state is _State.ITEMS:
-            if event == "end_array":
-                self._state = _State.TOP
-                return None
-            self._start_item()
-            if event in _OPENERS:
-                self._builder = ijson.ObjectBuilder()
-                self._builder.event(event, value)
-                self._depth = 1
-                self._state = _State.ITEM
-                return None
-            return self._complete_item(value)
-        if state is _State.TOP:
-            if event == "end_map":
-                self._state = _State.DONE
-            elif value == "operations":
-                if self._seen_operations:
-                    raise InvalidBatchBody("operations must appear only once", field="operations")
-                self._seen_operations = True
-                self._state = _State.OPERATIONS_VALUE
-            else:
-                self._depth = 0
-                self._state = _State.SKIP
-            return None
-        if state is _State.OPERATIONS_VALUE:
-            if event != "start_array":
-                raise InvalidBatchBody("operations must be an array", field="operations")
-            self._state = _State.ITEMS
-            return None
-        if state is _State.START and event == "start_map":
-            self._state = _State.TOP
-            return None
-        raise InvalidBatchBody("The request body must be a JSON object.")
-
-    def _start_item(self) -> None:
-        if self._count >= self._max:
-            raise TooManyOperations(
-                f"A batch may hold at most {self._max} operations.",
-                field="operations",
-                index=self._count,
-            )
-
-    def _item_event(self, event: str, value: object) -> Operation | None:
-        assert self._builder is not None
-        self._builder.event(event, value)
-        if event in _OPENERS:
-            self._depth += 1
-        elif event in _CLOSERS:
-            self._depth -= 1
-            if self._depth == 0:
-                item = self._builder.value
-                self._builder = None
-                self._state = _State.ITEMS
-                return self._complete_item(item)
+        counts[prefix] = _references_to_last(top.operations)
+    finished = counts[b"[{}"]
+    if counts[b"[[1]"] != finished or any(
+        counts[prefix] != finished + 1 for prefix in (b"[{", b'[{"a":[', b"[[", b"[[{")
+    ):
         return None
+    return finished
 
-    def _complete_item(self, item: object) -> Operation:
-        operation = parse_operation(item, self._count)
-        self._count += 1
-        return operation
+
+def _last_may_be_open(elements: list[object]) -> bool:
+    # No reference to the element is kept here: it would be counted.
+    if type(elements[-1]) not in (dict, list):
+        return False  # scalars are appended whole
+    finished = _references_to_finished_element()
+    return finished is None or _references_to_last(elements) > finished
+
+
+_LONE_SURROGATE = "The request body is not valid JSON: a string escapes a lone surrogate."
 
 
 def _json_error_detail(exc: Exception) -> str:
@@ -282,16 +340,35 @@ def _json_error_detail(exc: Exception) -> str:
 
 
 class _Pipeline:
-    """Bytes in, operations out; the one code path behind the sync and async parsers."""
+    """Bytes in, operations out; the one code path behind the sync and async parsers.
 
-    def __init__(self, max_operations: int) -> None:
-        self._events: list[tuple[str, object]] = sendable_list()
-        self._parser = ijson.basic_parse_coro(self._events, use_float=True)
-        self._assembler = _Assembler(max_operations)
+    Errors come in the order of the body: after each slice, the operations it completed are
+    validated first, then the cap on their number, then what the top level got wrong (a
+    second `operations` member, or one that is not an array, comes after the array).
+    """
+
+    def __init__(
+        self,
+        max_operations: int,
+        *,
+        slice_bytes: int = _SLICE_BYTES,
+        max_slice_bytes: int = _MAX_SLICE_BYTES,
+    ) -> None:
+        if max_operations <= 0:
+            raise ValueError(f"max_operations must be positive, got {max_operations}")
+        self._max = max_operations
+        self._top = _TopLevel()
+        # Receives the finished top-level value: the body has ended (or is not an object).
+        self._documents: list[object] = []
+        self._parser = _parser(self._top, self._documents)
+        self._first_byte: int | None = None
+        self._count = 0  # operations validated so far: the index of the next one
         self._received = 0
         self._pending = bytearray()
-        self._slice = _SLICE_BYTES
-        self._quiet = 0  # bytes sent since the parser last produced an event
+        self._base_slice = slice_bytes
+        self._max_slice = max_slice_bytes
+        self._slice = slice_bytes
+        self._quiet = 0  # bytes sent since the parser last made progress
 
     def feed(self, data: bytes) -> Iterator[Operation]:
         self._pending += data
@@ -303,37 +380,83 @@ class _Pipeline:
             yield from self._send(self._take(len(self._pending)))
         if not self._received:
             raise MalformedJson("The request body is empty.")
-        try:
-            self._parser.close()
-        except ijson.JSONError as exc:
-            raise MalformedJson(_json_error_detail(exc)) from None
+        self._parse(None)
         yield from self._drain()
-        self._assembler.finish()
+        if not self._top.operations_seen:
+            raise InvalidBatchBody("operations is required", field="operations")
 
     def _take(self, size: int) -> bytes:
         piece = bytes(self._pending[:size])
         del self._pending[:size]
         return piece
 
-    def _send(self, piece: bytes) -> Iterator[Operation]:
-        self._received += len(piece)
+    def _parse(self, piece: bytes | None) -> None:
+        """Send a piece to the parser, or with None tell it the body has ended."""
         try:
-            self._parser.send(piece)
+            if piece is None:
+                self._parser.close()
+            else:
+                self._parser.send(piece)
         except ijson.JSONError as exc:
             raise MalformedJson(_json_error_detail(exc)) from None
-        if self._events:
+        except UnicodeDecodeError:
+            # yajl checks the UTF-8 it reads but turns an escaped lone low surrogate ("\udc00")
+            # into bytes that Python cannot decode.
+            raise MalformedJson(_LONE_SURROGATE) from None
+
+    def _progress(self) -> int:
+        """Grows with each operation, top-level member or item of an ignored member begun."""
+        top = self._top
+        open_elements = len(top.operations) if top.operations is not None else 0
+        return self._count + open_elements + top.members + top.skipped_size() + len(self._documents)
+
+    def _send(self, piece: bytes) -> Iterator[Operation]:
+        if self._first_byte is None and (significant := piece.lstrip(_JSON_WHITESPACE)):
+            self._first_byte = significant[0]
+        self._received += len(piece)
+        before = self._progress()
+        self._parse(piece)
+        if self._progress() != before:
             self._quiet = 0
-            self._slice = _SLICE_BYTES
+            self._slice = self._base_slice
         else:
             self._quiet += len(piece)
-            self._slice = min(max(self._quiet, _SLICE_BYTES), _MAX_SLICE_BYTES)
+            self._slice = min(max(self._quiet, self._base_slice), self._max_slice)
         yield from self._drain()
 
+    def _not_an_object(self) -> bool:
+        # Known once the body's first event has come: an object's comes with its brace, an
+        # array's with its bracket, a scalar's once it is whole (it is then the document).
+        first = self._first_byte
+        if first is None or first == _OPEN_BRACE:
+            return False
+        return first == _OPEN_BRACKET or bool(self._documents)
+
     def _drain(self) -> Iterator[Operation]:
-        # The list is emptied before parsing resumes, so it holds one slice's events at most.
-        events = self._events[:]
-        del self._events[:]
-        yield from self._assembler.feed(events)
+        if self._not_an_object():
+            raise InvalidBatchBody("The request body must be a JSON object.")
+        top = self._top
+        elements = top.operations
+        if elements:
+            started = self._count + len(elements)
+            complete = len(elements)
+            if not (top.operations_closed or self._documents) and _last_may_be_open(elements):
+                complete -= 1
+            complete = min(complete, self._max - self._count)
+            ready = elements[:complete]
+            del elements[:complete]
+            for raw in ready:
+                yield parse_operation(raw, self._count)
+                self._count += 1
+            if started > self._max:
+                raise TooManyOperations(
+                    f"A batch may hold at most {self._max} operations.",
+                    field="operations",
+                    index=self._max,
+                )
+        if top.error is not None:
+            raise top.error
+        top.drop_skipped()
 
 
 def iter_operations(fileobj: BinaryIO, *, max_operations: int) -> Iterator[Operation]:
