@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ("marketing", "batches", "webhooks", "scale", "sync")
+MODULES = ("marketing", "batches", "ingest", "webhooks", "scale", "sync")
 
 
 def main() -> None:

@@ -156,11 +156,12 @@ def measure(body: Path, count: int, rounds: int) -> dict[str, list[dict[str, Any
 
 def report(runs: dict[str, list[dict[str, Any]]], count: int, size: int) -> list[Figure]:
     def median(variant: str, key: str) -> float:
-        return statistics.median(run[key] for run in runs[variant])
+        return float(statistics.median(run[key] for run in runs[variant]))
 
     def ratio(a: str, b: str, key: str) -> float:
         # Round by round: the rate ratio a/b is the time ratio b/a.
-        return statistics.median(rb[key] / ra[key] for ra, rb in zip(runs[a], runs[b], strict=True))
+        pairs = zip(runs[a], runs[b], strict=True)
+        return float(statistics.median(rb[key] / ra[key] for ra, rb in pairs))
 
     figures = []
     print(f"\nbody: {count:,} operations, {size / 2**20:,.0f} MiB; medians of {len(runs['new'])}")
