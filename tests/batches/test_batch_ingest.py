@@ -68,7 +68,7 @@ MALFORMED = {
     "huge number": b'{"operations": [{"method": "GET", "path": "lists", "operation_id": 1e999}]}',
     "single quotes": b"{'operations': []}",
     "comment": b'{"operations": [] /* x */}',
-    "lone surrogate": b'{"operations": [{"method": "GET", "path": "x", "operation_id": "\\udc00"}]}',
+    "lone surrogate": b'{"operations": [{"method": "GET", "path": "x", "body": "\\udc00"}]}',
 }
 
 
