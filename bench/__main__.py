@@ -1,6 +1,6 @@
 """`python -m bench`: every benchmark, one module after the other (`make bench`).
 
-python -m bench                 # marketing, batches, webhooks, scale (needs PostgreSQL, Redis)
+python -m bench                 # marketing, batches, webhooks, steer, scale (scale: PostgreSQL, Redis)
 python -m bench marketing       # one of them; arguments after it go to that module
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ("marketing", "batches", "webhooks", "scale")
+MODULES = ("marketing", "batches", "webhooks", "steer", "scale")
 
 
 def main() -> None:

@@ -126,13 +126,16 @@ class BatchResultStore:
         self, conn: Connection, batch_id: str, ranges: Sequence[SeqRange]
     ) -> list[OperationRow]:
         """Every item of the operations in `ranges`, in order: a seek per range."""
-        if not ranges:
-            return []
-        within = or_(
-            *(and_(_ops.c.seq >= r.start, _ops.c.seq < r.stop) for r in ranges if len(r) > 0)
-        )
-        rows = conn.execute(_with_results(and_(_ops.c.batch_id == batch_id, within))).all()
-        return [OperationRow(*row) for row in rows]
+        items: list[OperationRow] = []
+        for seq_range in ranges:
+            # One query per range: under an OR of ranges SQLite read the whole batch.
+            within = and_(
+                _ops.c.batch_id == batch_id,
+                _ops.c.seq >= seq_range.start,
+                _ops.c.seq < seq_range.stop,
+            )
+            items.extend(OperationRow(*row) for row in conn.execute(_with_results(within)).all())
+        return items
 
     def items_page(
         self,
@@ -147,9 +150,17 @@ class BatchResultStore:
         """A page of the items that match, by position: for the views whose positions do not
         map onto seq (an `operation_id=`, or a batch with paged GETs)."""
         condition = and_(_ops.c.batch_id == batch_id, _status_condition(status))
+        query = _with_results(condition)
         if operation_id is not None:
-            condition = and_(condition, _ops.c.operation_id == operation_id)
-        query = _with_results(condition).limit(count).offset(offset)
+            # Sorted by `seq + 0`, an expression: ordered by the column, SQLite (without
+            # statistics) walked the whole batch by its primary key for that order instead of
+            # seeking the few matches by the operation-id index and sorting them.
+            query = (
+                query.where(_ops.c.operation_id == operation_id)
+                .order_by(None)
+                .order_by(_ops.c.seq + literal_column("0"), _results.c.page)
+            )
+        query = query.limit(count).offset(offset)
         return [OperationRow(*row) for row in conn.execute(query).all()]
 
     def count_items(
@@ -252,20 +263,24 @@ class BatchResultStore:
     ) -> list[StoredOperation]:
         """The next `limit` operations after `after_seq` with a failed result (one each, if a
         paged GET failed on several pages), in order."""
-        failed_seqs = (
-            select(_results.c.seq)
-            .where(
-                and_(
-                    _results.c.batch_id == batch_id,
-                    _results.c.seq > after_seq,
-                    _failed(status_codes),
+        seqs = list(
+            conn.execute(
+                select(_results.c.seq)
+                .where(
+                    and_(
+                        _results.c.batch_id == batch_id,
+                        _results.c.seq > after_seq,
+                        _failed(status_codes),
+                    )
                 )
-            )
-            .distinct()
-            .order_by(_results.c.seq)
-            .limit(limit)
-            .subquery()
+                .distinct()
+                .order_by(_results.c.seq)
+                .limit(limit)
+            ).scalars()
         )
+        if not seqs:
+            return []
+        # Two seeks rather than a join: joined, SQLite walked every operation of the batch.
         rows = conn.execute(
             select(
                 _ops.c.seq,
@@ -275,11 +290,7 @@ class BatchResultStore:
                 _ops.c.body,
                 _ops.c.operation_id,
             )
-            .select_from(
-                _ops.join(
-                    failed_seqs, and_(_ops.c.batch_id == batch_id, _ops.c.seq == failed_seqs.c.seq)
-                )
-            )
+            .where(and_(_ops.c.batch_id == batch_id, _ops.c.seq.in_(seqs)))
             .order_by(_ops.c.seq)
         ).all()
         return [StoredOperation(*row) for row in rows]

@@ -181,8 +181,9 @@ batch_operations = Table(
     Column("params", Text, nullable=True),
     Column("body", Text, nullable=True),
     Column("operation_id", Text, nullable=True),
-    # The operations view's `operation_id=` filter on a million-operation batch.
-    Index("ix_batch_operations_operation_id", "batch_id", "operation_id"),
+    # The operations view's `operation_id=` filter on a million-operation batch; with `seq`,
+    # so that its items come in order from the index (else SQLite walks the primary key).
+    Index("ix_batch_operations_operation_id", "batch_id", "operation_id", "seq"),
 )
 
 # A chunk is the unit of claimable work: a range of operations with a lease. `next_seq`

@@ -30,7 +30,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('batch_operations', schema=None) as batch_op:
         batch_op.create_index(
-            'ix_batch_operations_operation_id', ['batch_id', 'operation_id'], unique=False
+            'ix_batch_operations_operation_id', ['batch_id', 'operation_id', 'seq'], unique=False
         )
     op.create_index(
         'ix_batch_results_failed',
