@@ -1,6 +1,6 @@
 """`python -m bench`: every benchmark, one module after the other (`make bench`).
 
-python -m bench                 # marketing, batches, webhooks, steer, scale (scale: PostgreSQL, Redis)
+python -m bench                 # marketing, batches, webhooks, steer, scale (PostgreSQL, Redis)
 python -m bench marketing       # one of them; arguments after it go to that module
 """
 

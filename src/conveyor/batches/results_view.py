@@ -26,13 +26,10 @@ from conveyor.domain.operation_view import (
 )
 from conveyor.domain.problems import FieldError, Problem
 from conveyor.marketing.common import link, paging
-from conveyor.storage.batch_results import BatchResultStore, OperationRow
+from conveyor.storage.batch_results import RESULT_PAGE, BatchResultStore, OperationRow
 from conveyor.storage.batches import BatchRow, BatchStore
 from conveyor.storage.database import Database
 
-# Result rows per read while streaming NDJSON: each page is its own short read, so a slow
-# reader holds no transaction (nor SQLite's WAL, nor a PostgreSQL snapshot) open.
-NDJSON_PAGE = 2_000
 STATUSES = ", ".join(status.value for status in OperationStatus)
 
 
@@ -161,14 +158,15 @@ class BatchResultsView:
     def ndjson_pages(self, batch_id: str, status: OperationStatus | None = None) -> Iterator[bytes]:
         """The batch's result records, one JSON line each, in seq order, a page at a time.
 
-        A page is read in a transaction of its own after the previous one was taken, so a
+        A page is read in a transaction of its own after the previous one was taken (a slow
+        reader holds no transaction open: no SQLite WAL, no PostgreSQL snapshot), so a
         running batch's stream holds every result committed before it began, and those
         committed since whose place comes after the page being read.
         """
         after: tuple[int, int] | None = None
         while True:
             with self.database.read() as conn:
-                rows = self.results.results_after(conn, batch_id, after, NDJSON_PAGE, status=status)
+                rows = self.results.results_after(conn, batch_id, after, status=status)
             if not rows:
                 return
             yield b"".join(
@@ -183,7 +181,7 @@ class BatchResultsView:
                 )
                 for row in rows
             )
-            if len(rows) < NDJSON_PAGE:
+            if len(rows) < RESULT_PAGE:
                 return
             after = (rows[-1].seq, rows[-1].page)
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     and_,
     between,
+    bindparam,
     func,
     literal_column,
     or_,
@@ -27,6 +28,7 @@ from sqlalchemy import (
 
 from conveyor.domain.operation_view import ChunkCursor, OperationStatus, SeqRange
 from conveyor.storage.batches import StoredOperation
+from conveyor.storage.raw_sql import RawStatement
 from conveyor.storage.tables import (
     RESULT_FAILED,
     batch_chunks,
@@ -99,6 +101,46 @@ def _failed(status_codes: Collection[int] | None) -> ColumnElement[bool]:
     if status_codes:
         return and_(RESULT_FAILED, _results.c.status_code.in_(sorted(status_codes)))
     return RESULT_FAILED
+
+
+# Result rows per keyset page of a stream.
+RESULT_PAGE = 2_000
+
+
+def _results_after(status: OperationStatus | None) -> RawStatement:
+    after = or_(
+        _results.c.seq > bindparam("seq"),
+        and_(_results.c.seq == bindparam("seq"), _results.c.page > bindparam("page")),
+    )
+    return RawStatement(
+        select(
+            _results.c.seq,
+            _results.c.page,
+            _results.c.status_code,
+            _results.c.operation_id,
+            _results.c.response,
+        )
+        .where(
+            and_(
+                _results.c.batch_id == bindparam("batch_id"),
+                _results.c.seq >= bindparam("seq"),
+                after,
+                _status_condition(status),
+            )
+        )
+        .order_by(_results.c.seq, _results.c.page)
+        .limit(literal_column(str(RESULT_PAGE)))
+        # Literal: SQLite renders an OFFSET parameter beside any LIMIT, and a RawStatement
+        # passes only the parameters it is given.
+        .offset(literal_column("0"))
+    )
+
+
+# NDJSON moves a million of these rows: on the DBAPI cursor (storage/raw_sql.py).
+_RESULTS_AFTER = {
+    status: _results_after(status)
+    for status in (None, OperationStatus.SUCCEEDED, OperationStatus.FAILED)
+}
 
 
 class BatchResultStore:
@@ -183,8 +225,22 @@ class BatchResultStore:
         self, conn: Connection, batch_id: str, failed: bool, count: int, offset: int
     ) -> list[OperationRow]:
         """A page of the succeeded or the failed results, with their operations."""
-        condition = RESULT_FAILED if failed else _RESULT_SUCCEEDED
-        query = (
+        condition = and_(
+            _results.c.batch_id == batch_id, RESULT_FAILED if failed else _RESULT_SUCCEEDED
+        )
+        # The positions first, from the index alone (for failures: the partial index covers
+        # them), so that an offset skips index entries, not joined rows; then the page.
+        positions = conn.execute(
+            select(_results.c.seq, _results.c.page)
+            .where(condition)
+            .order_by(_results.c.seq, _results.c.page)
+            .limit(count)
+            .offset(offset)
+        ).all()
+        if not positions:
+            return []
+        wanted = {(row.seq, row.page) for row in positions}
+        rows = conn.execute(
             select(
                 _results.c.seq,
                 _results.c.page,
@@ -199,12 +255,16 @@ class BatchResultStore:
                     _ops, and_(_ops.c.batch_id == _results.c.batch_id, _ops.c.seq == _results.c.seq)
                 )
             )
-            .where(and_(_results.c.batch_id == batch_id, condition))
+            .where(
+                and_(
+                    condition,
+                    _results.c.seq >= positions[0].seq,
+                    _results.c.seq <= positions[-1].seq,
+                )
+            )
             .order_by(_results.c.seq, _results.c.page)
-            .limit(count)
-            .offset(offset)
-        )
-        return [OperationRow(*row) for row in conn.execute(query).all()]
+        ).all()
+        return [OperationRow(*row) for row in rows if (row.seq, row.page) in wanted]
 
     # --- result streams ------------------------------------------------------------------
 
@@ -213,32 +273,13 @@ class BatchResultStore:
         conn: Connection,
         batch_id: str,
         after: tuple[int, int] | None,
-        limit: int,
         *,
         status: OperationStatus | None = None,
     ) -> list[ResultRow]:
-        """The next `limit` results after position (seq, page), in order: a keyset page, so
-        a stream of a million costs the same per page at its end as at its start."""
-        condition = and_(_results.c.batch_id == batch_id, _status_condition(status))
-        if after is not None:
-            seq, page = after
-            condition = and_(
-                condition,
-                _results.c.seq >= seq,
-                or_(_results.c.seq > seq, _results.c.page > page),
-            )
-        rows = conn.execute(
-            select(
-                _results.c.seq,
-                _results.c.page,
-                _results.c.status_code,
-                _results.c.operation_id,
-                _results.c.response,
-            )
-            .where(condition)
-            .order_by(_results.c.seq, _results.c.page)
-            .limit(limit)
-        ).all()
+        """The next `RESULT_PAGE` results after position (seq, page), in order: a keyset
+        page, so a stream of a million costs the same per page at its end as at its start."""
+        seq, page = after if after is not None else (-1, 0)
+        rows = _RESULTS_AFTER[status].all(conn, {"batch_id": batch_id, "seq": seq, "page": page})
         return [ResultRow(*row) for row in rows]
 
     # --- failures, for a retry -----------------------------------------------------------
