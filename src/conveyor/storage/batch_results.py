@@ -20,6 +20,7 @@ from sqlalchemy import (
     between,
     bindparam,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -30,6 +31,7 @@ from conveyor.domain.operation_view import ChunkCursor, OperationStatus, SeqRang
 from conveyor.storage.batches import StoredOperation
 from conveyor.storage.raw_sql import RawStatement
 from conveyor.storage.tables import (
+    OPERATION_ID_PREFIX,
     RESULT_FAILED,
     batch_chunks,
     batch_operations,
@@ -95,6 +97,15 @@ def _status_condition(status: OperationStatus | None) -> ColumnElement[bool]:
     if status is OperationStatus.FAILED:
         return RESULT_FAILED
     return true()
+
+
+def _operation_id_is(operation_id: str) -> ColumnElement[bool]:
+    """The exact id, by way of the index on its prefix (tables.py). The exact comparison is
+    on `operation_id || ''`: on the bare column, SQLite walked the batch by its primary key
+    instead of seeking the prefix."""
+    prefix = func.substr(literal(operation_id), literal_column("1"), literal_column("200"))
+    exact = _ops.c.operation_id.op("||")(literal_column("''")) == operation_id
+    return and_(prefix == OPERATION_ID_PREFIX, exact)
 
 
 def _failed(status_codes: Collection[int] | None) -> ColumnElement[bool]:
@@ -198,7 +209,7 @@ class BatchResultStore:
             # statistics) walked the whole batch by its primary key for that order instead of
             # seeking the few matches by the operation-id index and sorting them.
             query = (
-                query.where(_ops.c.operation_id == operation_id)
+                query.where(_operation_id_is(operation_id))
                 .order_by(None)
                 .order_by(_ops.c.seq + literal_column("0"), _results.c.page)
             )
@@ -215,7 +226,7 @@ class BatchResultStore:
     ) -> int:
         condition = and_(
             _ops.c.batch_id == batch_id,
-            _ops.c.operation_id == operation_id,
+            _operation_id_is(operation_id),
             _status_condition(status),
         )
         matching = _with_results(condition).order_by(None).subquery()

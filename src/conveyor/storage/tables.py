@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     literal_column,
     or_,
     true,
@@ -181,9 +182,20 @@ batch_operations = Table(
     Column("params", Text, nullable=True),
     Column("body", Text, nullable=True),
     Column("operation_id", Text, nullable=True),
-    # The operations view's `operation_id=` filter on a million-operation batch; with `seq`,
-    # so that its items come in order from the index (else SQLite walks the primary key).
-    Index("ix_batch_operations_operation_id", "batch_id", "operation_id", "seq"),
+)
+
+# The operations view's `operation_id=` filter on a million-operation batch. On a prefix: an
+# operation id may be megabytes long, and a PostgreSQL index row holds at most 8 KiB. The
+# numbers are literals so that a query repeating the expression matches it (SQLite compares
+# an expression index with the query's expression term for term).
+OPERATION_ID_PREFIX = func.substr(
+    batch_operations.c.operation_id, literal_column("1"), literal_column("200")
+)
+Index(
+    "ix_batch_operations_operation_id",
+    batch_operations.c.batch_id,
+    OPERATION_ID_PREFIX,
+    batch_operations.c.seq,
 )
 
 # A chunk is the unit of claimable work: a range of operations with a lease. `next_seq`
