@@ -1,6 +1,7 @@
 """`python -m bench`: every benchmark, one module after the other (`make bench`).
 
-python -m bench                 # marketing, batches, webhooks, scale (PostgreSQL, Redis), sync
+python -m bench                 # every module: marketing, batches, ingest, webhooks, steer, scale
+                                # (PostgreSQL, Redis), sync
 python -m bench marketing       # one of them; arguments after it go to that module
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ("marketing", "batches", "ingest", "webhooks", "scale", "sync")
+MODULES = ("marketing", "batches", "ingest", "webhooks", "steer", "scale", "sync")
 
 
 def main() -> None:

@@ -66,6 +66,13 @@ EXTENSIONS: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {
     ("POST", "/batch-webhooks", "#/components/schemas/BatchWebhooksWebhooks"): {
         "secret": {"type": "string", "pattern": "^[0-9a-f]{64}$"}
     },
+    # Conveyor's batch steering (README, "Beyond Mailchimp"), on the batch object wherever it
+    # appears, and only when set: when a batch was canceled (ISO time, as `completed_at`),
+    # and which batch's failures a retry holds.
+    (ANY, ANY, "#/components/schemas/BatchesBatches"): {
+        "canceled_at": {"type": "string", "format": "date-time"},
+        "retry_of": {"type": "string", "pattern": "^[0-9a-f]{10}$"},
+    },
 }
 
 # Mistakes in the spec, corrected before checking: pointer -> the schema that replaces it.
@@ -88,6 +95,13 @@ EXTENSION_OPERATIONS: dict[tuple[str, str], str] = {
     # The delivery log of a batch webhook, and redelivery of one delivery.
     ("GET", "/batch-webhooks/{batch_webhook_id}/deliveries"): JSON_TYPE,
     ("POST", "/batch-webhooks/{batch_webhook_id}/deliveries/{delivery_id}/redeliver"): JSON_TYPE,
+    # Seeing into a batch and steering it (README, "Beyond Mailchimp"): per-operation results
+    # as a collection and as NDJSON, retry of the failures, cancel, live progress events.
+    ("GET", "/batches/{batch_id}/operations"): JSON_TYPE,
+    ("GET", "/batches/{batch_id}/results.ndjson"): "application/x-ndjson",
+    ("POST", "/batches/{batch_id}/retry"): JSON_TYPE,
+    ("POST", "/batches/{batch_id}/cancel"): JSON_TYPE,
+    ("GET", "/batches/{batch_id}/events"): "text/event-stream; charset=utf-8",
 }
 
 Mode = Literal["strict", "report"]

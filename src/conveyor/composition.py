@@ -22,9 +22,11 @@ from conveyor.marketing.routing import RouteTable
 from conveyor.marketing.table import marketing_routes
 from conveyor.settings import Settings
 from conveyor.storage.accounts import AccountStore
+from conveyor.storage.batch_results import BatchResultStore
 from conveyor.storage.batches import BatchStore
 from conveyor.storage.blobs import BlobStore, open_blob_store
 from conveyor.storage.database import Database, open_database
+from conveyor.storage.idempotency import IdempotencyStore
 from conveyor.storage.leases import LeaseStore
 from conveyor.storage.marketing_stores import MarketingStores
 from conveyor.storage.migrate import upgrade
@@ -54,6 +56,14 @@ class Services:
     @cached_property
     def webhook_store(self) -> WebhookStore:
         return WebhookStore(self.clock)
+
+    @cached_property
+    def idempotency_keys(self) -> IdempotencyStore:
+        return IdempotencyStore(self.clock)
+
+    @cached_property
+    def batch_results(self) -> BatchResultStore:
+        return BatchResultStore()
 
     @cached_property
     def marketing_stores(self) -> MarketingStores:
@@ -91,6 +101,7 @@ class Services:
             self.settings.batches,
             self.batch_store,
             self.webhook_store,
+            self.idempotency_keys,
         )
 
     @cached_property
@@ -103,6 +114,8 @@ class Services:
             blobs=self.blobs,
             secret=self.secret,
             settings=self.settings.batches,
+            results=self.batch_results,
+            idempotency_keys=self.idempotency_keys,
         )
 
     @cached_property
@@ -142,6 +155,8 @@ class Services:
 _STORAGE_PARTS = (
     "accounts",
     "batch_store",
+    "batch_results",
+    "idempotency_keys",
     "webhook_store",
     "marketing_stores",
     "request_slots",

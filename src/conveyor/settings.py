@@ -38,6 +38,10 @@ class Limits(_Section):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     max_concurrent_requests: Positive = 10
+    # Live progress streams (GET /batches/{id}/events) open at once per account and API
+    # process. They hold none of the request slots above: a dashboard watching for hours
+    # would otherwise take one of the account's ten.
+    max_event_streams: Positive = 10
     request_timeout_seconds: PositiveSeconds = 120.0
     max_body_bytes: Positive = 4 * 1024 * 1024
 

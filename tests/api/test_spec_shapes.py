@@ -129,11 +129,15 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, http
             TestClient(
                 create_app(services, runtime.dispatcher.send), base_url="http://testserver"
             ) as client,
+            TestClient(create_app(services), base_url="http://testserver") as quiet,
         ):
             _account_id, key = new_account_key(services)
             client.auth = httpx2.BasicAuth("x", key)
+            quiet.auth = httpx2.BasicAuth("x", key)
             recorded: dict[str, httpx2.Response] = {}
-            _run_scenario(Recorder(client, recorded), receiver.url, runtime.join)
+            _run_scenario(
+                Recorder(client, recorded), receiver.url, runtime.join, Recorder(quiet, recorded)
+            )
             yield recorded
     finally:
         runtime.stop()
@@ -158,7 +162,10 @@ class Recorder:
         return response.json()
 
 
-def _run_scenario(call: Recorder, receiver_url: str, join: Callable[[], None]) -> None:
+def _run_scenario(
+    call: Recorder, receiver_url: str, join: Callable[[], None], quiet: Recorder
+) -> None:
+    """`quiet` talks to an app that sends no work: a batch it takes waits, untouched."""
     # The root and health.
     call("root", "GET", "/3.0/")
     call("root_fields", "GET", "/3.0/", params={"fields": "account_id,email"})
@@ -258,6 +265,31 @@ def _run_scenario(call: Recorder, receiver_url: str, join: Callable[[], None]) -
     call("batch_get_fields", "GET", f"/3.0/batches/{batch['id']}", params={"fields": "id,status"})
     call("batches_page", "GET", "/3.0/batches")
     call("batch_archive", "GET", finished["response_body_url"], auth=None)
+
+    # Conveyor's own batch endpoints (README, "Beyond Mailchimp").
+    one_batch = f"/3.0/batches/{batch['id']}"
+    call("batch_operations", "GET", f"{one_batch}/operations")
+    call("batch_operations_failed", "GET", f"{one_batch}/operations", params={"status": "failed"})
+    call("batch_results_ndjson", "GET", f"{one_batch}/results.ndjson")
+    call("batch_events", "GET", f"{one_batch}/events")
+    retried = call.json("batch_retry", "POST", f"{one_batch}/retry")
+    join()
+    call("batch_get_retry", "GET", f"/3.0/batches/{retried['id']}")
+    keyed = {"Idempotency-Key": "shape-check", **_json_header()}
+    waiting = quiet.json(
+        "batch_submit_keyed", "POST", "/3.0/batches", json={"operations": operations}, headers=keyed
+    )
+    quiet(
+        "batch_submit_replayed",
+        "POST",
+        "/3.0/batches",
+        json={"operations": operations},
+        headers=keyed,
+    )
+    call.json("batch_cancel", "POST", f"/3.0/batches/{waiting['id']}/cancel")
+    join()
+    call("batch_get_canceled", "GET", f"/3.0/batches/{waiting['id']}")
+    call("batches_page_extended", "GET", "/3.0/batches")
     deliveries = call.json("webhook_deliveries", "GET", f"{hook_url}/deliveries")
     delivery_id = deliveries["deliveries"][0]["id"]
     call("webhook_redeliver", "POST", f"{hook_url}/deliveries/{delivery_id}/redeliver")
@@ -282,6 +314,17 @@ def _run_scenario(call: Recorder, receiver_url: str, join: Callable[[], None]) -
     call("e400_forgotten", "POST", members, json={"email_address": ann, "status": "subscribed"})
     call("e400_batch_body", "POST", "/3.0/batches", json={"operations": "no"})
     call("e400_paging", "GET", "/3.0/lists", params={"count": "-1"})
+    call("e400_operations_status", "GET", f"{one_batch}/operations", params={"status": "x"})
+    call("e400_retry_nothing_failed", "POST", f"/3.0/batches/{waiting['id']}/retry")
+    call("e400_cancel_finished", "POST", f"{one_batch}/cancel")
+    call("e400_idempotency_key", "POST", "/3.0/batches", json={}, headers={"Idempotency-Key": ""})
+    call(
+        "e422_idempotency_key_reused",
+        "POST",
+        "/3.0/batches",
+        json={"operations": operations[:1]},
+        headers=keyed,
+    )
     call("e401_missing", "GET", "/3.0/lists", auth=None)
     call("e401_invalid", "GET", "/3.0/lists", auth=("x", "0" * 32 + "-us1"))
     call(
@@ -296,6 +339,8 @@ def _run_scenario(call: Recorder, receiver_url: str, join: Callable[[], None]) -
     call("e404_member", "GET", f"{members}/{_md5('nobody@example.org')}")
     call("e404_merge_field", "GET", f"{lists}/merge-fields/999")
     call("e404_batch", "GET", "/3.0/batches/0123456789")
+    call("e404_batch_operations", "GET", "/3.0/batches/0123456789/operations")
+    call("e404_batch_events", "GET", "/3.0/batches/0123456789/events")
     call("e404_webhook", "GET", "/3.0/batch-webhooks/nope")
     call("e404_list_newline", "GET", "/3.0/lists/%0A")
     call("e404_unknown_path", "GET", "/3.0/nowhere")
@@ -326,6 +371,12 @@ CASES = [
     "webhook_patch", "webhook_delete",
     "batch_submit", "batch_get_finished", "batch_get_fields", "batches_page", "batch_archive",
     "batch_delete",
+    "batch_operations", "batch_operations_failed", "batch_results_ndjson", "batch_events",
+    "batch_retry", "batch_get_retry", "batch_submit_keyed", "batch_submit_replayed",
+    "batch_cancel", "batch_get_canceled", "batches_page_extended",
+    "e400_operations_status", "e400_retry_nothing_failed", "e400_cancel_finished",
+    "e400_idempotency_key", "e422_idempotency_key_reused", "e404_batch_operations",
+    "e404_batch_events",
     "merge_field_delete", "list_delete",
     "e400_json_parse", "e400_invalid_resource", "e400_fake_email", "e400_member_exists",
     "e400_forgotten", "e400_batch_body", "e400_paging", "e401_missing", "e401_invalid",

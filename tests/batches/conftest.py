@@ -27,6 +27,7 @@ from conveyor.storage.tables import (
     batch_operations,
     batch_results,
     batches,
+    idempotency_keys,
     webhook_deliveries,
 )
 
@@ -130,5 +131,13 @@ def no_batches_in_flight(services: Services) -> None:
         # Other tests' archives live in their own temporary folders: only rows to remove.
         # Their pending webhook deliveries too: a delivery retried with a delay would hold
         # up `runtime.join()` here until it came due.
-        for table in (batch_results, batch_operations, batch_chunks, batches, webhook_deliveries):
+        tables = (
+            batch_results,
+            batch_operations,
+            batch_chunks,
+            batches,
+            webhook_deliveries,
+            idempotency_keys,
+        )
+        for table in tables:
             conn.execute(delete(table))

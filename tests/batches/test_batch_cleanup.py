@@ -4,7 +4,6 @@ sweep finds; the rows never outlive the batch unnoticed."""
 from __future__ import annotations
 
 from conveyor.composition import Services
-from conveyor.domain.operations import Operation
 from conveyor.storage.tables import batches
 from tests.batches.support import (
     NO_ROWS,
@@ -36,23 +35,43 @@ def test_a_delete_interrupted_after_hiding_the_batch_is_finished_by_the_sweep(
     assert batch_rows(services, batch["id"]) == NO_ROWS
 
 
-def test_rows_left_by_a_finalize_interrupted_after_finishing_are_dropped(
+def test_a_finished_batch_keeps_its_rows_until_it_is_deleted(
     api: ApiUser, services: Services
 ) -> None:
     list_id = create_list(api.client)
     batch = submit(api.client, member_posts(list_id, 30))
     drive(services, batch["id"])
-    finished = get_batch(api.client, batch["id"])
-    assert finished["status"] == "finished"
-    # As if the process died right after `finish` committed: rows still there, marker set.
-    leftovers = [Operation("GET", "/ping", {}, None, f"left-{i}") for i in range(5)]
+    assert get_batch(api.client, batch["id"])["status"] == "finished"
+    rows = batch_rows(services, batch["id"])
+    # The operations view, the NDJSON results and a retry read them until the batch goes.
+    assert rows["batch_operations"] == 30 and rows["batch_results"] == 30
+    assert services.engine.finish_cleanups(idle_seconds=0) == 0
+    assert batch_rows(services, batch["id"]) == rows
+    assert api.client.delete(f"/3.0/batches/{batch['id']}").status_code == 204
+    assert batch_rows(services, batch["id"]) == NO_ROWS
+
+
+def test_rows_of_a_batch_finished_before_rows_were_kept_are_still_dropped(
+    api: ApiUser, services: Services
+) -> None:
+    """A batch that finished under the old life cycle, its rows half dropped when the server
+    was upgraded: the sweep finishes the drop, and the views say where its results are."""
+    list_id = create_list(api.client)
+    batch = submit(api.client, member_posts(list_id, 30))
+    drive(services, batch["id"])
+    # What migration 0007 finds: finished, marked, rows still there.
     with services.database.write() as conn:
-        services.batch_store.insert_operations(conn, batch["id"], 0, leftovers)
-        conn.execute(batches.update().where(batches.c.id == batch["id"]).values(rows_pending=True))
-    assert batch_rows(services, batch["id"])["batch_operations"] == 5
+        conn.execute(
+            batches.update()
+            .where(batches.c.id == batch["id"])
+            .values(rows_pending=True, rows_kept=False)
+        )
     assert services.engine.finish_cleanups(idle_seconds=0) == 1
     assert services.engine.finish_cleanups(idle_seconds=0) == 0
     rows = batch_rows(services, batch["id"])
     assert rows["batch_operations"] == 0 and rows["batch_results"] == 0
     # The batch itself and its archive are untouched.
     assert fetch_archive(api.client, get_batch(api.client, batch["id"])).results
+    gone = api.client.get(f"/3.0/batches/{batch['id']}/operations")
+    assert gone.status_code == 404
+    assert "archive" in gone.json()["detail"]

@@ -538,7 +538,10 @@ def chaos_batch(
 
     checks_started = time.monotonic()
     check_exactly_once(apis, list_id, final, plan)
-    # The rows that carried the work are gone once the archive holds every result.
+    # The rows stay for the operations view until the batch goes, one per operation and one
+    # per result whatever the kills did; a DELETE takes them all.
+    assert leftover_rows(deployment, batch_id) == (total, final["finished_operations"])
+    assert apis[0].delete(f"batches/{batch_id}").status_code == 204
     assert leftover_rows(deployment, batch_id) == (0, 0)
     print(f"{label}: exactly-once checks in {time.monotonic() - checks_started:.1f} s")
     for api in apis:

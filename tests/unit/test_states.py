@@ -6,6 +6,7 @@ import pytest
 
 from conveyor.domain.states import (
     BATCH_MOVES,
+    CANCELABLE_BATCH_STATES,
     CHUNK_MOVES,
     DELIVERY_MOVES,
     HIDDEN_BATCH_STATES,
@@ -36,9 +37,10 @@ def test_visible_values_match_mailchimp() -> None:
 
 @pytest.mark.parametrize("i", range(len(MAILCHIMP_ORDER)))
 @pytest.mark.parametrize("j", range(len(MAILCHIMP_ORDER)))
-def test_status_only_moves_forward_one_step(i: int, j: int) -> None:
+def test_status_only_moves_forward_one_step_or_a_cancel(i: int, j: int) -> None:
     current, target = MAILCHIMP_ORDER[i], MAILCHIMP_ORDER[j]
-    if j == i + 1:
+    canceled = current in CANCELABLE_BATCH_STATES and target is BatchStatus.FINALIZING
+    if j == i + 1 or canceled:
         check_move(BATCH_MOVES, current, target)
     else:
         with pytest.raises(IllegalMove) as info:
@@ -60,6 +62,14 @@ def test_a_batch_becomes_visible_only_when_published() -> None:
         check_move(BATCH_MOVES, BatchStatus.INGESTING, BatchStatus.STARTED)
 
 
+def test_a_cancel_jumps_to_finalizing_from_every_state_before_it() -> None:
+    cancelable = {BatchStatus.PENDING, BatchStatus.PREPROCESSING, BatchStatus.STARTED}
+    assert cancelable == CANCELABLE_BATCH_STATES
+    assert sources(BATCH_MOVES, BatchStatus.FINALIZING) == CANCELABLE_BATCH_STATES
+    # A canceled batch still ends `finished`, the one state every client waits for.
+    assert BATCH_MOVES[BatchStatus.FINALIZING] == {BatchStatus.FINISHED, BatchStatus.DELETING}
+
+
 def test_only_finished_has_no_way_forward_but_deletion() -> None:
     ends = [s for s in MAILCHIMP_ORDER if BATCH_MOVES[s] <= {BatchStatus.DELETING}]
     assert ends == [BatchStatus.FINISHED]
@@ -69,11 +79,12 @@ def test_chunks_run_once_and_a_done_chunk_stays_done() -> None:
     check_move(CHUNK_MOVES, ChunkState.QUEUED, ChunkState.RUNNING)
     check_move(CHUNK_MOVES, ChunkState.RUNNING, ChunkState.RUNNING)  # a lease taken over
     check_move(CHUNK_MOVES, ChunkState.RUNNING, ChunkState.DONE)
+    check_move(CHUNK_MOVES, ChunkState.QUEUED, ChunkState.DONE)  # a cancel before it ran
     for target in ChunkState:
         with pytest.raises(IllegalMove):
             check_move(CHUNK_MOVES, ChunkState.DONE, target)
     with pytest.raises(IllegalMove):
-        check_move(CHUNK_MOVES, ChunkState.QUEUED, ChunkState.DONE)
+        check_move(CHUNK_MOVES, ChunkState.RUNNING, ChunkState.QUEUED)
 
 
 def test_deliveries_are_sent_under_a_claim_and_redelivered_only_when_not_sending() -> None:

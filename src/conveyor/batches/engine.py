@@ -17,9 +17,10 @@ from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import BatchSettings
-from conveyor.storage.batches import BatchStore, Claim
+from conveyor.storage.batches import BatchNotRunning, BatchStore, Claim
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
+from conveyor.storage.idempotency import IdempotencyStore
 from conveyor.storage.webhooks import WebhookStore
 
 log = logging.getLogger("conveyor.batches")
@@ -42,6 +43,7 @@ class BatchEngine:
     settings: BatchSettings
     store: BatchStore
     webhook_store: WebhookStore
+    idempotency_keys: IdempotencyStore
 
     # --- preprocess ----------------------------------------------------------------------
 
@@ -82,6 +84,13 @@ class BatchEngine:
                             api_root=batch.api_root, page_size=settings.page_size,
                             lease_seconds=settings.lease_seconds,
                         )  # fmt: skip
+                    except BatchNotRunning:
+                        # Canceled (or deleted) while this group ran: none of it happened.
+                        transaction.rollback()
+                        log.info(
+                            "batch %s chunk %s: no longer running, stopping", batch_id, claim.seq
+                        )
+                        return []
                     except BaseException:
                         transaction.rollback()
                         raise
@@ -119,7 +128,10 @@ class BatchEngine:
         with self.database.write() as conn:
             remaining, claimable = self.store.chunk_progress(conn, batch_id)
             if remaining:
-                return [FollowUp(Step.WORK, batch_id)] * min(claimable, workers)
+                # Chunks a preprocess planned after a cancel stay queued for good: no worker
+                # may be sent for them (nor could one claim them).
+                running = self.store.status_of(conn, batch_id) is BatchStatus.STARTED
+                return [FollowUp(Step.WORK, batch_id)] * min(claimable, workers) if running else []
             moved = self.store.move(conn, batch_id, BatchStatus.STARTED, BatchStatus.FINALIZING)
         return [FollowUp(Step.FINALIZE, batch_id)] if moved else []
 
@@ -158,15 +170,13 @@ class BatchEngine:
             "batch %s finished: %d results (%d errored) in %d file(s)",
             batch_id, summary.results, summary.errored, summary.files,
         )  # fmt: skip
-        # Webhooks go out first; the rows, which the archive now holds, are dropped after, in
-        # a step of their own (`rows_pending` keeps it from being forgotten).
-        return [
-            *(FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries),
-            FollowUp(Step.CLEANUP, batch_id),
-        ]
+        # The operation and result rows stay: the operations view, the NDJSON results and a
+        # retry read them until the batch is deleted or purged.
+        return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in deliveries]
 
     def cleanup(self, batch_id: str) -> list[FollowUp]:
-        """Drop a finished batch's operation and result rows (no-op for any other batch)."""
+        """Finish dropping the rows of a batch that finished before rows were kept (an
+        upgrade from before migration 0007 mid-drop); a no-op for any other batch."""
         with self.database.read() as conn:
             state = self.store.cleanup_state(conn, batch_id)
         if state is None or state.status is not BatchStatus.FINISHED or not state.rows_pending:
@@ -263,6 +273,10 @@ class BatchEngine:
             self.delete(batch_id)
         with self.database.write() as conn:
             self.webhook_store.purge_ended(conn, self.settings.retention_seconds)
+        while True:
+            with self.database.write() as conn:
+                if not self.idempotency_keys.purge_expired(conn):
+                    break
         return len(expired) + len(stale)
 
     def release_leases(self) -> int:

@@ -1,4 +1,5 @@
-"""The batch object exactly as the spec shapes it (`BatchesBatches`)."""
+"""The batch object exactly as the spec shapes it (`BatchesBatches`), plus Conveyor's two
+extensions where they apply: `canceled_at` on a canceled batch, `retry_of` on a retry."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from conveyor.storage.batches import BatchRow
 
 def render_batch(batch: BatchRow, api_root: str, response_body_url: str) -> dict[str, Any]:
     href = f"{api_root}/batches/{batch.id}"
-    return {
+    rendered: dict[str, Any] = {
         "id": batch.id,
         "status": batch.status,
         "total_operations": batch.total_operations,
@@ -31,6 +32,12 @@ def render_batch(batch: BatchRow, api_root: str, response_body_url: str) -> dict
             link("delete", href, "DELETE"),
         ],
     }
+    # Only when set: every other batch keeps exactly Mailchimp's shape.
+    if batch.canceled_at is not None:
+        rendered["canceled_at"] = batch.canceled_at
+    if batch.retry_of is not None:
+        rendered["retry_of"] = batch.retry_of
+    return rendered
 
 
 def render_batch_list(rendered: list[dict[str, Any]], total: int, api_root: str) -> dict[str, Any]:

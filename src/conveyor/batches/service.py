@@ -1,4 +1,5 @@
-"""The Batch API as a service: submit (with its quotas), read, list, delete, archive.
+"""The Batch API as a service: submit (with its quotas and idempotency keys), read, list,
+delete, archive, and Conveyor's own steering: retry the failures, cancel.
 
 No HTTP here: the endpoints in `conveyor.http` call these methods and turn what they raise
 into problem documents. Submission consumes the body as an async stream of bytes and stores
@@ -8,23 +9,29 @@ it in pages; everything else is a short blocking call.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
 import anyio
+import orjson
 
 from conveyor.batches.engine import BatchEngine
+from conveyor.batches.results_view import results_dropped
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
+from conveyor.domain.idempotency import HEADER, BodyDigest
 from conveyor.domain.operations import Operation, aiter_operations
 from conveyor.domain.problems import Problem
 from conveyor.domain.signing import DownloadCheck, build_download_url, verify_download
 from conveyor.domain.states import BatchStatus
 from conveyor.settings import BatchSettings
-from conveyor.storage.batches import BatchRow, BatchStore
+from conveyor.storage.batch_results import BatchResultStore
+from conveyor.storage.batches import BatchRow, BatchStore, StoredOperation
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
+from conveyor.storage.idempotency import IdempotencyStore, StoredKey
 from conveyor.storage.webhooks import WebhookStore
 
 log = logging.getLogger("conveyor.batches")
@@ -47,6 +54,22 @@ class Archive:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    batch: BatchRow
+    # The answer repeats an earlier submit under the same idempotency key: nothing was made.
+    replayed: bool = False
+
+
+def key_reused() -> Problem:
+    return Problem(
+        422,
+        "Idempotency Key Reused",
+        f"This {HEADER} was used in the last 24 hours with another request body. "
+        "Send a new key for a new batch, or the same body to get the batch it made.",
+    )
+
+
 @dataclass
 class BatchService:
     """Submission with Mailchimp's limits (500 unstarted batches, 500 pending webhook
@@ -59,15 +82,101 @@ class BatchService:
     blobs: BlobStore
     secret: bytes
     settings: BatchSettings
+    results: BatchResultStore
+    idempotency_keys: IdempotencyStore
 
     # --- submit --------------------------------------------------------------------------
 
-    async def submit(self, account: Account, body: AsyncIterator[bytes], api_root: str) -> BatchRow:
+    async def submit(
+        self,
+        account: Account,
+        body: AsyncIterator[bytes],
+        api_root: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Submission:
         """Store a whole batch and make it visible as `pending`; nothing stays if it fails.
+
+        With an idempotency key, a body the key was already used with in the last 24 hours
+        answers the batch it made (`replayed`), and another body raises `key_reused`. Two
+        submits racing under one key each store their body; the first to publish wins and
+        the other drops its copy and answers the winner's batch.
 
         Raises `Problem` for a quota, `BodyTooLarge`, `UploadAbandoned`, the parser's
         `InvalidBatchBody` family, or whatever the body stream raised.
         """
+        settings = self.settings
+        capped = _capped(body, settings.max_body_bytes)
+        if idempotency_key is not None:
+            held = await self._read(
+                lambda conn: self.idempotency_keys.find(conn, account.pk, idempotency_key)
+            )
+            if held is not None:
+                digest = BodyDigest()
+                async for piece in capped:
+                    digest.update(piece)
+                return await self._replay(account, held, digest.hexdigest())
+        await self._check_quotas(account)
+        digest = BodyDigest()
+        batch_id: str = await self._write(
+            lambda conn: self.store.create_ingesting(conn, account.pk, api_root)
+        )
+        try:
+            total = 0
+            page: list[Operation] = []
+            async for operation in aiter_operations(
+                _hashed(capped, digest), max_operations=settings.max_operations
+            ):
+                page.append(operation)
+                if len(page) >= settings.ingest_page_size:
+                    await self._store_page(batch_id, total, page)
+                    total += len(page)
+                    page = []
+            if page:
+                await self._store_page(batch_id, total, page)
+                total += len(page)
+
+            def publish(conn: Any) -> StoredKey | None:
+                if idempotency_key is not None:
+                    holder = self.idempotency_keys.claim(
+                        conn, account.pk, idempotency_key, digest.hexdigest(), batch_id
+                    )
+                    if holder is not None:
+                        return holder
+                if not self.store.publish(conn, batch_id, total):
+                    raise UploadAbandoned(batch_id)
+                return None
+
+            holder = await self._write(publish)
+        except BaseException:
+            # Nothing half-stored survives: the batch was never visible, now it is gone.
+            await self._discard(batch_id)
+            raise
+        if holder is not None:
+            # Another request under the same key published first: its batch is the answer.
+            await self._discard(batch_id)
+            return await self._replay(account, holder, digest.hexdigest())
+        log.info("batch %s accepted: %d operations", batch_id, total)
+        return Submission(await self._visible(account, batch_id))
+
+    async def _replay(self, account: Account, held: StoredKey, body_sha256: str) -> Submission:
+        if held.body_sha256 != body_sha256:
+            raise key_reused()
+        batch = await self._read(lambda conn: self.store.get(conn, held.batch_id, account.pk))
+        if batch is None:  # deleted since: the key went with it, as a retry will find
+            raise problems.not_found()
+        return Submission(batch, replayed=True)
+
+    async def _discard(self, batch_id: str) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.engine.discard_ingest, batch_id)
+
+    async def _visible(self, account: Account, batch_id: str) -> BatchRow:
+        batch = await self._read(lambda conn: self.store.get(conn, batch_id, account.pk))
+        assert batch is not None
+        return batch
+
+    async def _check_quotas(self, account: Account) -> None:
         settings = self.settings
         unstarted = await self._read(lambda conn: self.store.count_unstarted(conn, account.pk))
         if unstarted >= settings.max_unstarted_batches:
@@ -83,33 +192,6 @@ class BatchService:
                 f"You have more than {settings.max_pending_webhooks} pending webhooks. "
                 "Please wait for some to complete before adding any more batches."
             )
-        batch_id: str = await self._write(
-            lambda conn: self.store.create_ingesting(conn, account.pk, api_root)
-        )
-        try:
-            total = 0
-            page: list[Operation] = []
-            capped = _capped(body, settings.max_body_bytes)
-            async for operation in aiter_operations(capped, max_operations=settings.max_operations):
-                page.append(operation)
-                if len(page) >= settings.ingest_page_size:
-                    await self._store_page(batch_id, total, page)
-                    total += len(page)
-                    page = []
-            if page:
-                await self._store_page(batch_id, total, page)
-                total += len(page)
-            if not await self._write(lambda conn: self.store.publish(conn, batch_id, total)):
-                raise UploadAbandoned(batch_id)
-        except BaseException:
-            # Nothing half-stored survives: the batch was never visible, now it is gone.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.engine.discard_ingest, batch_id)
-            raise
-        log.info("batch %s accepted: %d operations", batch_id, total)
-        batch = await self._read(lambda conn: self.store.get(conn, batch_id, account.pk))
-        assert batch is not None
-        return batch
 
     async def _store_page(self, batch_id: str, first_seq: int, page: list[Operation]) -> None:
         await self._write(
@@ -126,6 +208,10 @@ class BatchService:
             raise problems.not_found()
         return batch
 
+    def find(self, account: Account, batch_id: str) -> BatchRow | None:
+        """As `get`, None instead of a 404."""
+        return self.store.read_own(self.database, batch_id, account.pk)
+
     def list_recent(self, account: Account, count: int, offset: int) -> tuple[list[BatchRow], int]:
         """The account's batches of the last `retention_seconds`, newest first."""
         with self.database.read() as conn:
@@ -137,6 +223,88 @@ class BatchService:
         """Stop the batch and drop it with its results (Mailchimp's DELETE)."""
         batch = self.get(account, batch_id)
         self.engine.delete(batch.id)
+
+    # --- steering: retry the failures, cancel --------------------------------------------
+
+    async def retry(
+        self,
+        account: Account,
+        batch_id: str,
+        api_root: str,
+        status_codes: Collection[int] | None = None,
+    ) -> BatchRow:
+        """A new batch of the finished batch's failed operations (only those that failed with
+        one of `status_codes`, when given), in their order, with `retry_of` set."""
+        source = await self._read(lambda conn: self.store.get(conn, batch_id, account.pk))
+        if source is None:
+            raise problems.not_found()
+        if not source.rows_kept:
+            raise results_dropped(source.id)
+        if source.status != BatchStatus.FINISHED:
+            raise Problem(
+                400,
+                "Invalid Action",
+                f"Batch {source.id} is {source.status}: only a finished batch can be retried.",
+            )
+        nothing_failed = _nothing_failed(source.id, status_codes)
+        if not await self._read(
+            lambda conn: self.results.has_failures(conn, source.id, status_codes)
+        ):
+            raise nothing_failed
+        await self._check_quotas(account)
+        new_id: str = await self._write(
+            lambda conn: self.store.create_ingesting(conn, account.pk, api_root, retry_of=source.id)
+        )
+        try:
+            total, after = 0, -1
+            page_size = self.settings.ingest_page_size
+            while True:
+                failed = await self._read(
+                    partial(
+                        self.results.failed_operations,
+                        batch_id=source.id,
+                        after_seq=after,
+                        limit=page_size,
+                        status_codes=status_codes,
+                    )
+                )
+                if not failed:
+                    break
+                await self._store_page(new_id, total, [_resubmitted(op) for op in failed])
+                total += len(failed)
+                after = failed[-1].seq
+            if total == 0:  # the source was deleted meanwhile
+                raise nothing_failed
+            if not await self._write(lambda conn: self.store.publish(conn, new_id, total)):
+                raise UploadAbandoned(new_id)
+        except BaseException:
+            await self._discard(new_id)
+            raise
+        log.info("batch %s retries %d failed operation(s) of %s", new_id, total, source.id)
+        return await self._visible(account, new_id)
+
+    def cancel(self, account: Account, batch_id: str) -> tuple[BatchRow, bool]:
+        """Stop the batch where it is: operations not yet run never run, and it goes on to
+        `finished` with an archive of what did run. Answers the batch and whether this call
+        canceled it (false: it was canceled already; the caller has nothing to start)."""
+        batch = self.get(account, batch_id)
+        if batch.canceled:
+            return batch, False
+        with self.database.write() as conn:
+            moved = self.store.cancel(conn, batch.id)
+        batch = self.get(account, batch_id)
+        if moved or batch.canceled:
+            if moved:
+                log.info(
+                    "batch %s canceled after %d operations", batch.id, batch.finished_operations
+                )
+            return batch, moved
+        raise Problem(
+            400,
+            "Invalid Action",
+            f"Batch {batch.id} is {batch.status}: every operation has run already, "
+            "so there is nothing left to cancel.",
+        )
 
     # --- results archive -----------------------------------------------------------------
 
@@ -189,6 +357,26 @@ class BatchService:
                 return statement(conn)
 
         return await anyio.to_thread.run_sync(run)
+
+
+def _nothing_failed(batch_id: str, status_codes: Collection[int] | None) -> Problem:
+    which = ""
+    if status_codes:
+        which = " with status code " + " or ".join(str(code) for code in sorted(status_codes))
+    return Problem(
+        400, "Invalid Action", f"Batch {batch_id} has no failed operations{which} to retry."
+    )
+
+
+def _resubmitted(stored: StoredOperation) -> Operation:
+    params = orjson.loads(stored.params) if stored.params else {}
+    return Operation(stored.method, stored.path, params, stored.body, stored.operation_id)
+
+
+async def _hashed(stream: AsyncIterator[bytes], digest: BodyDigest) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        digest.update(chunk)
+        yield chunk
 
 
 async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:

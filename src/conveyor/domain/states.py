@@ -30,6 +30,11 @@ class BatchStatus(StrEnum):
 
 HIDDEN_BATCH_STATES = frozenset({BatchStatus.INGESTING, BatchStatus.DELETING})
 UNSTARTED_BATCH_STATES = frozenset({BatchStatus.PENDING, BatchStatus.PREPROCESSING})
+# What a cancel may stop: every operation that has not run yet never runs, and the batch goes
+# straight to finalizing (its archive holds what did run), so it still ends `finished`.
+CANCELABLE_BATCH_STATES = frozenset(
+    {BatchStatus.PENDING, BatchStatus.PREPROCESSING, BatchStatus.STARTED}
+)
 IN_FLIGHT_BATCH_STATES = frozenset(
     {
         BatchStatus.PENDING,
@@ -39,12 +44,17 @@ IN_FLIGHT_BATCH_STATES = frozenset(
     }
 )
 
-# Forward only, one step at a time; anything may be deleted (DELETE, retention, a failed
-# upload), and deleting is the end.
+# Forward only, one step at a time but for a cancel, which jumps from any cancelable state to
+# finalizing; anything may be deleted (DELETE, retention, a failed upload), and deleting is
+# the end.
 BATCH_MOVES: Mapping[BatchStatus, frozenset[BatchStatus]] = {
     BatchStatus.INGESTING: frozenset({BatchStatus.PENDING, BatchStatus.DELETING}),
-    BatchStatus.PENDING: frozenset({BatchStatus.PREPROCESSING, BatchStatus.DELETING}),
-    BatchStatus.PREPROCESSING: frozenset({BatchStatus.STARTED, BatchStatus.DELETING}),
+    BatchStatus.PENDING: frozenset(
+        {BatchStatus.PREPROCESSING, BatchStatus.FINALIZING, BatchStatus.DELETING}
+    ),
+    BatchStatus.PREPROCESSING: frozenset(
+        {BatchStatus.STARTED, BatchStatus.FINALIZING, BatchStatus.DELETING}
+    ),
     BatchStatus.STARTED: frozenset({BatchStatus.FINALIZING, BatchStatus.DELETING}),
     BatchStatus.FINALIZING: frozenset({BatchStatus.FINISHED, BatchStatus.DELETING}),
     BatchStatus.FINISHED: frozenset({BatchStatus.DELETING}),
@@ -58,9 +68,11 @@ class ChunkState(StrEnum):
     DONE = "done"
 
 
-# RUNNING → RUNNING is a new holder taking a chunk whose lease ran out.
+# RUNNING → RUNNING is a new holder taking a chunk whose lease ran out. → DONE from QUEUED
+# (and from RUNNING before its cursor reached the end) is a cancel: what is left never runs,
+# and `next_seq` stays where the last committed group left it.
 CHUNK_MOVES: Mapping[ChunkState, frozenset[ChunkState]] = {
-    ChunkState.QUEUED: frozenset({ChunkState.RUNNING}),
+    ChunkState.QUEUED: frozenset({ChunkState.RUNNING, ChunkState.DONE}),
     ChunkState.RUNNING: frozenset({ChunkState.RUNNING, ChunkState.DONE}),
     ChunkState.DONE: frozenset(),
 }

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.batches.results_view import BatchResultsView
 from conveyor.batches.service import BatchService
 from conveyor.batches.webhooks import WebhookService
 from conveyor.domain import problems
@@ -17,10 +18,11 @@ from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
 from conveyor.domain.steps import FollowUp
 from conveyor.http.auth import KeyCache
+from conveyor.http.batch_steering import BatchSteeringEndpoints
 from conveyor.http.batches import BatchEndpoints
 from conveyor.http.gate import ApiGate, new_request_id
 from conveyor.http.health import Check, Health
-from conveyor.http.limits import create_limiter
+from conveyor.http.limits import InProcessLimiter, create_limiter
 from conveyor.http.marketing import marketing_endpoint
 from conveyor.http.responses import problem_response
 from conveyor.http.webhooks import WebhookEndpoints
@@ -98,10 +100,19 @@ def create_app(
     )
     endpoint = marketing_endpoint(gate, parts.routes)
     batches = BatchEndpoints(gate, parts.batches, dispatch)
+    steering = BatchSteeringEndpoints(
+        gate,
+        parts.batches,
+        BatchResultsView(parts.database, parts.batches.store, parts.batches.results),
+        dispatch,
+        parts.clock,
+        InProcessLimiter(parts.settings.limits.max_event_streams),
+    )
     webhooks = WebhookEndpoints(gate, parts.webhooks, dispatch)
     routes = [
         *health.routes(),
         *batches.routes(),
+        *steering.routes(),
         *webhooks.routes(),
         Route("/3.0", endpoint, methods=ALL_METHODS),
         Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),

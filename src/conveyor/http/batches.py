@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -12,11 +13,12 @@ from starlette.routing import Route
 
 from conveyor.batches.render import render_batch, render_batch_list
 from conveyor.batches.service import Archive, BatchService
+from conveyor.domain import idempotency
 from conveyor.domain.archive import archive_name
 from conveyor.domain.steps import FollowUp, Step
 from conveyor.http.gate import Answer, ApiGate, RequestContext, new_request_id
 from conveyor.http.problems import problem_for
-from conveyor.http.responses import problem_response
+from conveyor.http.responses import problem_response, reply_response
 from conveyor.marketing.common import paging
 from conveyor.storage.batches import BatchRow
 
@@ -39,15 +41,22 @@ class BatchEndpoints:
             Route("/3.0/batches/{batch_id}/response.tar.gz", self.download, methods=["GET"]),
         ]
 
-    def _render(self, request: Request, batch: BatchRow) -> dict[str, object]:
-        url = self.service.download_url(batch, self.gate.server_root(request))
-        return render_batch(batch, self.gate.api_root(request), url)
+    def _render(self, request: Request, batch: BatchRow) -> dict[str, Any]:
+        return rendered_batch(self.gate, self.service, request, batch)
 
     async def submit(self, request: Request) -> Response:
         async def work(context: RequestContext) -> Answer:
-            batch = await self.service.submit(
-                context.account, request.stream(), self.gate.api_root(request)
+            raw_key = request.headers.get(idempotency.HEADER)
+            key = None if raw_key is None else idempotency.check_key(raw_key)
+            submission = await self.service.submit(
+                context.account, request.stream(), self.gate.api_root(request), idempotency_key=key
             )
+            batch = submission.batch
+            if submission.replayed:
+                # The batch as it is now; the first answer already started its work.
+                response = reply_response(200, self._render(request, batch), context.request_id)
+                response.headers[idempotency.REPLAYED_HEADER] = "true"
+                return response
             # The answer shows the batch as stored (pending), whatever the workers do next.
             self.dispatch([FollowUp(Step.PREPROCESS, batch.id)])
             return 200, render_batch(batch, self.gate.api_root(request), "")
@@ -124,3 +133,11 @@ class BatchEndpoints:
                 yield bytes(data)
         finally:
             handle.close()
+
+
+def rendered_batch(
+    gate: ApiGate, service: BatchService, request: Request, batch: BatchRow
+) -> dict[str, Any]:
+    """The batch as clients see it, with a freshly signed archive URL once it is finished."""
+    url = service.download_url(batch, gate.server_root(request))
+    return render_batch(batch, gate.api_root(request), url)

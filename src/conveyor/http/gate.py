@@ -8,21 +8,24 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.field_selection import apply_field_selection
-from conveyor.domain.problems import Problem
+from conveyor.domain.problems import FieldError, Problem
 from conveyor.http.auth import KeyCache, credential_from_header
 from conveyor.http.limits import ConcurrencyLimiter
 from conveyor.http.problems import problem_for
 from conveyor.http.responses import problem_response, reply_response
+from conveyor.http.streams import HeldStream
 from conveyor.settings import Settings
 from conveyor.storage.database import Database
 
@@ -79,12 +82,18 @@ class ApiGate:
         self, request: Request, work: Work, *, select_fields: bool = False
     ) -> Response:
         """Authenticate, take a connection slot, run `work` by the request deadline, and
-        answer whatever it raises as a problem document (`http.problems`)."""
+        answer whatever it raises as a problem document (`http.problems`).
+
+        A `HeldStream` answer that keeps the request's slot holds it until its last byte is
+        sent (or its client goes); its body runs after the deadline, which bounds only
+        `work`: a deadline in the middle would cut the body short, unnoticed.
+        """
         request_id = new_request_id()
         limits = self.settings.limits
         try:
             account = await self.authenticate(request)
-            with self.limiter.slot(account.pk) as granted:
+            with ExitStack() as held:
+                granted = held.enter_context(self.limiter.slot(account.pk))
                 if not granted:
                     raise problems.too_many_requests(
                         f"You have exceeded the limit of {limits.max_concurrent_requests} "
@@ -101,6 +110,8 @@ class ApiGate:
                         f"The request took longer than {limits.request_timeout_seconds:g} "
                         "seconds and was abandoned; nothing it did was saved.",
                     )
+                if isinstance(answer, HeldStream) and answer.keeps_request_slot:
+                    answer.keep(held.pop_all())
         except Exception as exc:
             problem = problem_for(exc)
             if problem is None:
@@ -167,6 +178,21 @@ class ApiGate:
                 raise problems.payload_too_large(limit)
             parts.append(chunk)
         return b"".join(parts)
+
+    async def read_json_object(self, request: Request) -> dict[str, Any] | None:
+        """The body as a JSON object, or None when there is none."""
+        raw = await self.read_body(request)
+        if not raw.strip():
+            return None
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise problems.json_parse_error() from None
+        if not isinstance(value, dict):
+            raise problems.invalid_resource(
+                [FieldError("", "The request body must be a JSON object.")]
+            )
+        return value
 
     async def in_thread(self, work: Callable[[], T]) -> T:
         """Blocking work off the event loop. A thread cannot be interrupted: when the request

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from conveyor.batches.service import BodyTooLarge, UploadAbandoned
 from conveyor.domain import problems
+from conveyor.domain.idempotency import InvalidIdempotencyKey
 from conveyor.domain.operations import InvalidBatchBody, MalformedJson, TooManyOperations
 from conveyor.domain.problems import FieldError, Problem
 
@@ -35,6 +36,7 @@ PROBLEM_FOR: Mapping[type[BaseException], Callable[[Any], Problem]] = {
         "Request Timeout",
         "The batch was sent too slowly and was discarded. Please send it again.",
     ),
+    InvalidIdempotencyKey: lambda exc: problems.bad_request(str(exc)),
     ClientDisconnect: lambda _exc: Problem(
         400, "Bad Request", "The client disconnected before the body was sent."
     ),

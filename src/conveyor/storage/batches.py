@@ -34,6 +34,7 @@ from conveyor.domain.ids import hex_id
 from conveyor.domain.operations import Operation
 from conveyor.domain.states import (
     BATCH_MOVES,
+    CANCELABLE_BATCH_STATES,
     CHUNK_MOVES,
     HIDDEN_BATCH_STATES,
     IN_FLIGHT_BATCH_STATES,
@@ -52,6 +53,7 @@ from conveyor.storage.tables import (
     batch_operations,
     batch_results,
     batches,
+    idempotency_keys,
 )
 
 _HIDDEN = sorted(HIDDEN_BATCH_STATES)
@@ -69,6 +71,23 @@ class BatchRow:
     completed_at: str
     api_root: str
     archive_key: str | None
+    canceled_at: str | None = None
+    retry_of: str | None = None
+    # False for a batch that finished before result rows were kept (migration 0007).
+    rows_kept: bool = True
+
+    @property
+    def canceled(self) -> bool:
+        return self.canceled_at is not None
+
+
+class BatchNotRunning(Exception):
+    """A group's results found their batch no longer `started` (canceled or deleted meanwhile):
+    the caller rolls the whole group back, effects included."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"batch {batch_id} is no longer running")
+        self.batch_id = batch_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +128,9 @@ _BATCH_COLUMNS = (
     batches.c.completed_at,
     batches.c.api_root,
     batches.c.archive_key,
+    batches.c.canceled_at,
+    batches.c.retry_of,
+    batches.c.rows_kept,
 )
 
 _OPERATION_COLUMNS = ("batch_id", "seq", "method", "path", "params", "body", "operation_id")
@@ -169,9 +191,17 @@ _RESULT_COLUMNS = ("batch_id", "seq", "page", "status_code", "operation_id", "re
 _INSERT_RESULT = RawStatement(
     insert(batch_results).values({name: bindparam(name) for name in _RESULT_COLUMNS})
 )
+# A compare-and-set on the status: a cancel (or a delete) that committed first makes this touch
+# no row, and the group rolls back whole. On PostgreSQL the row lock orders the two: a cancel
+# waits for a group that got here first, so a group commits entirely before it or not at all.
 _COUNT_RESULTS = (
     update(batches)
-    .where(batches.c.id == bindparam("b_id"))
+    .where(
+        and_(
+            batches.c.id == bindparam("b_id"),
+            batches.c.status == BatchStatus.STARTED.value,
+        )
+    )
     .values(
         finished_operations=batches.c.finished_operations + bindparam("b_finished"),
         errored_operations=batches.c.errored_operations + bindparam("b_errored"),
@@ -189,7 +219,9 @@ class BatchStore:
 
     # --- ingest ------------------------------------------------------------------------
 
-    def create_ingesting(self, conn: Connection, account_pk: int, api_root: str) -> str:
+    def create_ingesting(
+        self, conn: Connection, account_pk: int, api_root: str, *, retry_of: str | None = None
+    ) -> str:
         now = self.clock.now()
         while True:
             batch_id = hex_id(10)
@@ -209,6 +241,7 @@ class BatchStore:
                 completed_at="",
                 updated_ts=now,
                 api_root=api_root,
+                retry_of=retry_of,
             )
         )
         return batch_id
@@ -396,15 +429,21 @@ class BatchStore:
             BatchStatus.FINISHED,
             completed_at=now_iso(self.clock),
             archive_key=archive_key,
-            rows_pending=True,
         )
 
     # --- chunks ------------------------------------------------------------------------
 
     def claim_chunk(self, conn: Connection, batch_id: str, lease_seconds: float) -> Claim | None:
-        """Take one queued chunk of the batch, or one whose holder's lease ran out."""
+        """Take one queued chunk of the batch, or one whose holder's lease ran out, while the
+        batch is `started` (chunks a preprocess planned after a cancel never run)."""
         now = self.clock.now()
+        running = (
+            select(batches.c.id)
+            .where(and_(batches.c.id == batch_id, batches.c.status == BatchStatus.STARTED.value))
+            .exists()
+        )
         claimable = and_(
+            running,
             batch_chunks.c.batch_id == batch_id,
             or_(
                 batch_chunks.c.state == ChunkState.QUEUED.value,
@@ -520,9 +559,12 @@ class BatchStore:
         errored: int,
         extra_pages: int,
     ) -> None:
-        """Result rows and the counters they move, in the caller's (group's) transaction."""
+        """Result rows and the counters they move, in the caller's (group's) transaction.
+
+        Raises `BatchNotRunning` when the batch left `started` (a cancel, a delete).
+        """
         _INSERT_RESULT.run_many(conn, rows)
-        conn.execute(
+        counted = conn.execute(
             _COUNT_RESULTS,
             {
                 "b_id": batch_id,
@@ -532,6 +574,8 @@ class BatchStore:
                 "b_now": self.clock.now(),
             },
         )
+        if counted.rowcount != 1:
+            raise BatchNotRunning(batch_id)
 
     def iter_results(
         self, conn: Connection, batch_id: str
@@ -548,6 +592,53 @@ class BatchStore:
         )
         for row in result:
             yield cast(tuple[int, str | None, str], tuple(row))
+
+    def status_of(self, conn: Connection, batch_id: str) -> BatchStatus | None:
+        status = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).scalar()
+        return None if status is None else BatchStatus(status)
+
+    # --- cancel --------------------------------------------------------------------------
+
+    def cancel(self, conn: Connection, batch_id: str) -> bool:
+        """Stop a batch that has not finished running: every chunk ends where its cursor is,
+        and the batch moves to `finalizing` with `canceled_at` set. False when it was not
+        cancelable (finalizing or finished already, or gone).
+
+        Exactly once holds across a cancel: a group's commit moves the batch counters with a
+        compare-and-set on `started` (`record_results`), so a group commits entirely before
+        the cancel or rolls back. Chunks go first, as in `mark_deleting`: a running group
+        holds its chunk row until it commits and then updates the batch row, so this order
+        waits for it instead of deadlocking with it.
+        """
+        for state in (ChunkState.QUEUED, ChunkState.RUNNING):
+            check_move(CHUNK_MOVES, state, ChunkState.DONE)
+        for status in CANCELABLE_BATCH_STATES:
+            check_move(BATCH_MOVES, status, BatchStatus.FINALIZING)
+        conn.execute(
+            update(batch_chunks)
+            .where(
+                and_(
+                    batch_chunks.c.batch_id == batch_id,
+                    batch_chunks.c.state != ChunkState.DONE.value,
+                )
+            )
+            .values(state=ChunkState.DONE.value, lease_until=0.0)
+        )
+        result = conn.execute(
+            update(batches)
+            .where(
+                and_(
+                    batches.c.id == batch_id,
+                    batches.c.status.in_(sorted(CANCELABLE_BATCH_STATES)),
+                )
+            )
+            .values(
+                status=BatchStatus.FINALIZING.value,
+                canceled_at=now_iso(self.clock),
+                updated_ts=self.clock.now(),
+            )
+        )
+        return result.rowcount == 1
 
     # --- removal -----------------------------------------------------------------------
 
@@ -578,6 +669,8 @@ class BatchStore:
         # Chunks once more: on PostgreSQL, chunks planned by a preprocess that committed while
         # `mark_deleting` waited for it were invisible to its delete.
         conn.execute(delete(batch_chunks).where(batch_chunks.c.batch_id == batch_id))
+        # A submit's idempotency key must not outlive the batch it names.
+        conn.execute(delete(idempotency_keys).where(idempotency_keys.c.batch_id == batch_id))
         conn.execute(delete(batches).where(batches.c.id == batch_id))
 
     def rows_dropped(self, conn: Connection, batch_id: str) -> None:

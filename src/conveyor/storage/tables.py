@@ -17,6 +17,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
+    literal_column,
+    or_,
+    true,
 )
 
 # Identity columns must be INTEGER on SQLite to alias ROWID (autoincrement) and BIGINT elsewhere.
@@ -122,6 +126,7 @@ __all__ = [
     "batch_operations",
     "batch_results",
     "batches",
+    "idempotency_keys",
     "lists",
     "members",
     "merge_fields",
@@ -154,6 +159,13 @@ batches = Table(
     # needed once the archive holds them) are dropped: a crash in between leaves a marker
     # that the sweep finds by index, instead of rows nothing points to.
     Column("rows_pending", Boolean, nullable=False, server_default=false()),
+    # Set by a cancel (ISO time, as `completed_at`): what had not run never will.
+    Column("canceled_at", String(32), nullable=True),
+    # The batch whose failed operations this one retries.
+    Column("retry_of", String(10), nullable=True),
+    # False only for batches that finished before result rows were kept until the batch
+    # goes (migration 0007): their rows were dropped once the archive held them.
+    Column("rows_kept", Boolean, nullable=False, server_default=true()),
     Index("ix_batches_account_status", "account_pk", "status"),
     Index("ix_batches_rows_pending", "rows_pending", "updated_ts"),
     Index("ix_batches_status_updated", "status", "updated_ts"),
@@ -170,6 +182,20 @@ batch_operations = Table(
     Column("params", Text, nullable=True),
     Column("body", Text, nullable=True),
     Column("operation_id", Text, nullable=True),
+)
+
+# The operations view's `operation_id=` filter on a million-operation batch. On a prefix: an
+# operation id may be megabytes long, and a PostgreSQL index row holds at most 8 KiB. The
+# numbers are literals so that a query repeating the expression matches it (SQLite compares
+# an expression index with the query's expression term for term).
+OPERATION_ID_PREFIX = func.substr(
+    batch_operations.c.operation_id, literal_column("1"), literal_column("200")
+)
+Index(
+    "ix_batch_operations_operation_id",
+    batch_operations.c.batch_id,
+    OPERATION_ID_PREFIX,
+    batch_operations.c.seq,
 )
 
 # A chunk is the unit of claimable work: a range of operations with a lease. `next_seq`
@@ -200,6 +226,39 @@ batch_results = Table(
     Column("status_code", Integer, nullable=False),
     Column("operation_id", Text, nullable=True),
     Column("response", Text, nullable=False),
+)
+
+# What an operation counts as failed (not 2xx), written with literals: SQLite uses a partial
+# index only for a query that repeats its condition term for term, and a bound parameter
+# never matches a literal.
+RESULT_FAILED = or_(
+    batch_results.c.status_code < literal_column("200"),
+    batch_results.c.status_code > literal_column("299"),
+)
+# Failures are few and are what clients ask for (`status=failed`, retry): a partial index
+# finds them in a million results without making every result row's insert dearer.
+Index(
+    "ix_batch_results_failed",
+    batch_results.c.batch_id,
+    batch_results.c.seq,
+    batch_results.c.page,
+    sqlite_where=RESULT_FAILED,
+    postgresql_where=RESULT_FAILED,
+)
+
+# Idempotency keys of batch submissions, per account, for 24 hours (domain.idempotency). The
+# row is written in the transaction that publishes the batch, so a key never names a batch
+# that is not whole; the primary key makes two concurrent submits under one key publish one.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_pk", BigId, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("body_sha256", String(64), nullable=False),
+    Column("batch_id", String(10), nullable=False),
+    Column("created_ts", Float, nullable=False),
+    Index("ix_idempotency_keys_created", "created_ts"),
+    Index("ix_idempotency_keys_batch", "batch_id"),
 )
 
 
