@@ -30,7 +30,8 @@ UNSTORABLE: dict[str, tuple[bytes, str | None]] = {
         None,
     ),
     "lone low surrogate in a body string": (
-        b'{"operations": [{"method": "POST", "path": "lists", "body": "{\\"name\\": \\"\\udc01\\"}"}]}',
+        b'{"operations": [{"method": "POST", "path": "lists",'
+        b' "body": "{\\"name\\": \\"\\udc01\\"}"}]}',
         None,
     ),
     "lone low surrogate in a body object": (
