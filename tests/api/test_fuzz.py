@@ -18,15 +18,19 @@ from urllib.parse import quote
 
 import httpx2
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from starlette.testclient import TestClient
 
 from conveyor.composition import Services
 from conveyor.http.app import create_app
+from conveyor.reference import marketing_subset
 from conveyor.settings import BatchSettings, Settings
 from tests.api.support import PROBLEM_KEYS, PROBLEM_TYPE, add_member, md5
+from tests.api.test_schemathesis import four_xx_is_a_problem_document
 from tests.conftest import ApiUser
 from tests.webhooks.receiver import running_receiver
 
@@ -257,3 +261,52 @@ def test_any_path_and_query(
     )
     url = f"{path}?{encoded}" if encoded else path
     check(api.client.request(method, url))
+
+
+# --- the Batch operations, generated from Mailchimp's spec ----------------------------------
+
+BATCH_PATHS = r"^/batch"
+
+
+def _batch_operations() -> list[tuple[str, str]]:
+    schema = schemathesis.openapi.from_dict(marketing_subset()).include(path_regex=BATCH_PATHS)
+    found = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        found.append((operation.method.upper(), operation.path))
+    return found
+
+
+# Shapes and status codes of the Batch endpoint are checked by its own tests (413, 504 and
+# the like are not in Mailchimp's spec): here only that nothing fails and errors are problems.
+def _no_5xx_and_problems(ctx: Any, response: Any, case: Any) -> bool | None:
+    assert response.status_code < 500, (case.method, case.path, response.text[:300])
+    four_xx_is_a_problem_document(ctx, response, case)
+    return True
+
+
+@pytest.mark.parametrize(("method", "path"), _batch_operations(), ids=lambda v: str(v))
+def test_batch_operations_from_the_spec(
+    method: str, path: str, api: ApiUser, targets: dict[str, str], services: Services
+) -> None:
+    schema = schemathesis.openapi.from_dict(marketing_subset()).include(path_regex=BATCH_PATHS)
+    schema.app = create_app(services)
+    operation = schema[path][method]
+    names = {p.name for p in operation.path_parameters}
+    real = {"batch_id": targets["batch"], "batch_webhook_id": targets["webhook"]}
+    pinned = {name: value for name, value in real.items() if name in names}
+    strategy = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE, path_parameters=pinned),
+        operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=pinned),
+        operation.as_strategy(GenerationMode.NEGATIVE),
+    )
+    headers = {"Authorization": f"Bearer {api.key}"}
+
+    @given(case=strategy)
+    @hypothesis_settings(
+        max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def run(case: Any) -> None:
+        case.call_and_validate(headers=headers, checks=[_no_5xx_and_problems])
+
+    run()
