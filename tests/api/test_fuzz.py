@@ -311,3 +311,43 @@ def test_batch_operations_from_the_spec(
         case.call_and_validate(headers=headers, checks=[_no_5xx_and_problems])
 
     run()
+
+
+# --- hostile webhook URLs, end to end ---------------------------------------------------------
+
+HOSTILE_URLS = [
+    "http://exa\x00mple.org/hook",
+    "http://example.org/ho\x00ok",
+    "http://exa\x7fmple.org/hook",
+    "http://example.org/ho\x7fok",
+    "http://example..org/hook",
+    "http://.example.org/hook",
+    "http://" + "a" * 64 + ".example.org/hook",
+    "http://" + ("a" * 60 + ".") * 5 + "org/hook",  # over 253 characters
+    "http://exa\tmple.org/hook",
+    "http://example.org\r\nX-Injected: 1/hook",
+    "http://ex ample.org/hook",
+    "http://exämple.org/hook",
+    "http://[::1%25eth0]/hook",
+    "http://user:pw@example.org/hook",
+    "http://\ud800.example.org/hook",
+]
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS, ids=repr)
+def test_hostile_webhook_urls_are_refused_with_a_problem(
+    api: ApiUser, targets: dict[str, str], url: str
+) -> None:
+    body = json_text({"url": url})  # escaped as JSON allows, the surrogate too
+    for method, path in (
+        ("POST", "/3.0/batch-webhooks"),
+        ("PATCH", f"/3.0/batch-webhooks/{targets['webhook']}"),
+    ):
+        response = api.client.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+        check(response)
+        assert response.status_code == 400, response.text
+    assert api.client.get("/3.0/batch-webhooks").json()["total_items"] == 1
+    hook = api.client.get(f"/3.0/batch-webhooks/{targets['webhook']}").json()
+    assert hook["url"].startswith("http://127.0.0.1:")
