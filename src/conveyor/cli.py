@@ -147,7 +147,11 @@ def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
     shown = f"[{host}]" if ":" in host else host
     base = (settings.public_url or f"http://{shown}:{port}").rstrip("/")
     click.echo(f"Conveyor is serving the Marketing API at {base}/3.0", err=True)
-    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    from conveyor.http.wire import uvicorn_options
+
+    config = uvicorn.Config(
+        app, log_level=settings.log_level, access_log=False, **uvicorn_options()
+    )
     uvicorn.Server(config).run(sockets=[listener])
 
 

@@ -137,6 +137,8 @@ class Services:
             url_ttl_seconds=batches.url_ttl_seconds,
             max_webhooks=batches.max_webhooks,
             timeout_seconds=batches.webhook_timeout_seconds,
+            lease_margin_seconds=batches.webhook_lease_margin_seconds,
+            account_concurrency=batches.webhook_account_concurrency,
         )
 
     def with_settings(self, settings: Settings) -> Services:

@@ -68,6 +68,10 @@ class BatchSettings(_Section):
     webhook_max_attempts: Positive = 8
     webhook_first_retry_seconds: Annotated[float, Field(ge=0)] = 36.0
     webhook_timeout_seconds: PositiveSeconds = 10.0
+    # A delivery's claim lasts its request's deadline plus this: time to record the attempt.
+    webhook_lease_margin_seconds: PositiveSeconds = 30.0
+    # Deliveries of one account in flight at once, across every worker process.
+    webhook_account_concurrency: Positive = 2
     webhook_allow_loopback: bool = True
     webhook_allow_private: bool = True
     max_webhooks: Positive = 20

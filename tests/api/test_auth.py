@@ -58,6 +58,30 @@ def test_wrong_key(make_client: ClientFactory, header: str) -> None:
     assert assert_problem(response, 401, "API Key Invalid")["detail"] == INVALID_DETAIL
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Basic \xe9\xe9\xe9\xe9",  # latin-1 bytes where base64 should be
+        b"Basic \xff",
+        b"Basic " + base64.b64encode(b"x:\xff\xfe"),  # base64 of bytes that are not UTF-8
+        b"Bearer \xe9t\xe9",
+        b"\xe9\xe9 abc",
+        b"Basic\t\x80",
+    ],
+)
+def test_a_non_ascii_authorization_header_is_an_invalid_key(
+    make_client: ClientFactory, header: bytes
+) -> None:
+    # Header values reach the app as latin-1 text: any byte from 0x80 up arrives as is.
+    response = make_client(None).get("/3.0/ping", headers=[(b"Authorization", header)])
+    assert_problem(response, 401, "API Key Invalid")
+
+
+def test_a_non_ascii_trigger_error_is_ignored(api: ApiUser) -> None:
+    response = api.client.get("/3.0/ping", headers=[(b"X-Trigger-Error", b"API\xe9KeyMissing")])
+    assert_json(response)
+
+
 def test_key_of_another_datacenter_suffix_is_invalid(
     api: ApiUser, make_client: ClientFactory
 ) -> None:

@@ -165,7 +165,11 @@ def test_failing_receiver_is_retried_with_growing_gaps(
     _submit_small_batch(batch_api)
     posts = receiver.wait_for_posts(4)
     gaps = [later.at - earlier.at for earlier, later in pairwise(posts)]
-    assert gaps[1] > gaps[0] * 1.2 and gaps[2] > gaps[1] * 1.2, gaps
+    # The schedule doubles from 0.2 s, each delay jittered down to half: never shorter than
+    # its floor, and two steps on always longer than the first (4 x 0.5 > 1).
+    floors = [0.2 * 2**attempt * 0.5 for attempt in range(3)]
+    assert all(gap >= floor * 0.95 for gap, floor in zip(gaps, floors, strict=True)), gaps
+    assert gaps[2] > gaps[0] * 1.5, gaps
     runtime.join()
     log = batch_api.client.get(f"/3.0/batch-webhooks/{hook['id']}/deliveries").json()
     [delivery] = log["deliveries"]

@@ -22,7 +22,12 @@ from conveyor.batches.results_view import results_dropped
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.idempotency import HEADER, BodyDigest
-from conveyor.domain.operations import Operation, aiter_operations
+from conveyor.domain.operations import (
+    InvalidBatchBody,
+    MalformedJson,
+    Operation,
+    aiter_operations,
+)
 from conveyor.domain.problems import Problem
 from conveyor.domain.signing import DownloadCheck, build_download_url, verify_download
 from conveyor.domain.states import BatchStatus
@@ -124,9 +129,10 @@ class BatchService:
         try:
             total = 0
             page: list[Operation] = []
-            async for operation in aiter_operations(
+            parsed = aiter_operations(
                 _hashed(capped, digest), max_operations=settings.max_operations
-            ):
+            )
+            async for operation in _storable(parsed):
                 page.append(operation)
                 if len(page) >= settings.ingest_page_size:
                     await self._store_page(batch_id, total, page)
@@ -377,6 +383,62 @@ async def _hashed(stream: AsyncIterator[bytes], digest: BodyDigest) -> AsyncIter
     async for chunk in stream:
         digest.update(chunk)
         yield chunk
+
+
+async def _storable(operations: AsyncIterator[Operation]) -> AsyncIterator[Operation]:
+    """The operations, refusing text that neither database can store.
+
+    JSON may escape a lone surrogate (`"\\udc00"`) or NUL (`"\\u0000"`); neither is a
+    character UTF-8 can carry into SQLite or PostgreSQL (whose text has no NUL at all). The
+    parser's C backend fails to decode the former; the rest is checked here, at the storage
+    boundary, so that both databases refuse the same bodies.
+    """
+    index = 0
+    while True:
+        try:
+            operation = await anext(operations)
+        except StopAsyncIteration:
+            return
+        except UnicodeDecodeError:
+            raise MalformedJson(_UNSTORABLE_JSON) from None
+        _check_storable(operation, index)
+        yield operation
+        index += 1
+
+
+_UNSTORABLE_JSON = (
+    "The request body is not valid JSON: it escapes a lone surrogate (such as \\udc00), "
+    "which is not a character."
+)
+
+
+def _check_storable(operation: Operation, index: int) -> None:
+    fields: list[tuple[str, str | None]] = [
+        ("path", operation.path),
+        ("body", operation.body),
+        ("operation_id", operation.operation_id),
+    ]
+    # Keys first, named without themselves: a problem never echoes text it cannot encode.
+    fields += [("params", key) for key in operation.params]
+    fields += [(f"params.{key}", value) for key, value in operation.params.items()]
+    for name, text in fields:
+        reason = _unstorable(text)
+        if reason is not None:
+            field = f"operations[{index}].{name}"
+            raise InvalidBatchBody(f"{field} {reason}", field=field, index=index)
+
+
+def _unstorable(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if "\x00" in text:
+        return "contains NUL (\\u0000), which cannot be stored."
+    if not text.isascii():  # a flag CPython keeps: ASCII text costs nothing more here
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate, which is not a character and cannot be stored."
+    return None
 
 
 async def _capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:

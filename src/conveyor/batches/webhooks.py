@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -20,11 +21,37 @@ from conveyor.domain.webhook_payload import CompletedBatch, encode_form, form_fi
 from conveyor.domain.webhook_signature import sign
 from conveyor.domain.webhook_targets import RefusedTarget, TargetPolicy, parse_webhook_url
 from conveyor.storage.database import Database
-from conveyor.storage.webhooks import DeliveryRow, WebhookRow, WebhookStore
+from conveyor.storage.webhooks import DeliveryRow, HeldDelivery, WebhookRow, WebhookStore
 
 log = logging.getLogger("conveyor.webhooks")
 
 SIGNATURE_HEADER = "X-Mailchimp-Signature"
+# The same on every attempt of one delivery: a receiver that sees it twice (delivery is at
+# least once) has had this one already.
+DELIVERY_ID_HEADER = "X-Conveyor-Delivery"
+ATTEMPT_HEADER = "X-Conveyor-Delivery-Attempt"
+
+
+class DeliveryOutcome(StrEnum):
+    """What one run of the DELIVER step came to (for logs and metrics)."""
+
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    RETRYING = "retrying"  # it did not; another attempt is scheduled
+    FAILED = "failed"  # it did not, and that was the last attempt
+    # Not attempted, and no attempt counted:
+    DEFERRED = "deferred"  # the account has its limit of deliveries in flight
+    CANCELLED = "cancelled"  # the webhook was deleted or disabled
+    NOTHING_TO_DO = "nothing_to_do"  # not due, held by another sender, or ended
+    # Attempted, but not recorded: another sender took the delivery over after the lease ran
+    # out (this process stalled past it), and its attempt is the one that counts.
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    outcome: DeliveryOutcome
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    attempt: Attempt | None = None
 
 
 @dataclass
@@ -42,7 +69,13 @@ class WebhookService:
     url_ttl_seconds: int
     max_webhooks: int = 20
     timeout_seconds: float = 10.0
-    lease_seconds: float = 60.0
+    lease_margin_seconds: float = 30.0
+    account_concurrency: int = 2
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long an attempt's claim holds: its deadline, plus time to record it."""
+        return self.timeout_seconds + self.lease_margin_seconds
 
     # --- the account's webhooks ----------------------------------------------------------
 
@@ -145,24 +178,23 @@ class WebhookService:
     # --- deliveries ----------------------------------------------------------------------
 
     def deliver(self, delivery_id: str) -> list[FollowUp]:
-        store = self.store
-        with self.database.write() as conn:
-            if not store.claim(conn, delivery_id, self.lease_seconds):
-                return []  # not due, already sent, or another sender has it
-            delivery = store.get_delivery(conn, delivery_id)
-            webhook = store.for_delivery(conn, delivery.webhook_id) if delivery else None
-            if delivery is None:
-                return []
-            if webhook is None or not webhook.enabled:
-                store.cancel(conn, delivery_id)
-                return []
-        now = store.clock.now()
-        batch = CompletedBatch.from_json(orjson.loads(delivery.payload))
+        """The DELIVER step: one attempt if the delivery is due and its account has room."""
+        return self.run_delivery(delivery_id).follow_ups
+
+    def run_delivery(self, delivery_id: str) -> DeliveryReport:
+        held = self._take(delivery_id)
+        if isinstance(held, DeliveryReport):
+            return held
+        delivery, webhook = held
+        now = self.store.clock.now()
+        batch = CompletedBatch.from_json(orjson.loads(delivery.delivery.payload))
         fired_at = datetime.fromtimestamp(now, UTC)
         body = encode_form(form_fields(batch, self._download_url(batch, now), fired_at))
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             SIGNATURE_HEADER: sign(webhook.secret.encode(), body, int(now)),
+            DELIVERY_ID_HEADER: delivery.delivery.id,
+            ATTEMPT_HEADER: str(delivery.delivery.attempts),
         }
         attempt = send(
             self.outbound,
@@ -175,35 +207,78 @@ class WebhookService:
         )
         return self._record(delivery, attempt)
 
-    def _record(self, delivery: DeliveryRow, attempt: Attempt) -> list[FollowUp]:
-        attempts_made = delivery.attempts + 1
-        delay = None if attempt.ok else self.retry.delay_after(attempts_made)
+    def _take(self, delivery_id: str) -> tuple[HeldDelivery, WebhookRow] | DeliveryReport:
+        """Claim the delivery for one attempt, or the report of why not."""
+        store = self.store
+        max_attempts = self.retry.max_attempts
+        with self.database.write() as conn:
+            delivery = store.get_delivery(conn, delivery_id)
+            if delivery is None or not store.is_due(delivery):
+                return DeliveryReport(DeliveryOutcome.NOTHING_TO_DO)
+            webhook = store.for_delivery(conn, delivery.webhook_id)
+            if webhook is None or not webhook.enabled:
+                store.cancel(conn, delivery_id)
+                return DeliveryReport(DeliveryOutcome.CANCELLED)
+            if store.give_up(conn, delivery, max_attempts):
+                log.warning(
+                    "webhook delivery %s failed: its last attempt (%d) never finished",
+                    delivery_id, delivery.attempts,
+                )  # fmt: skip
+                return DeliveryReport(DeliveryOutcome.FAILED)
+            store.lock_account(conn, delivery.account_pk)
+            if store.in_flight(conn, delivery.account_pk) >= self.account_concurrency:
+                # Left queued and due, not counted: a sender of this account hands its place
+                # on when it finishes, and the sweep finds whatever is left.
+                return DeliveryReport(DeliveryOutcome.DEFERRED)
+            held = store.claim(
+                conn, delivery, lease_seconds=self.lease_seconds, max_attempts=max_attempts
+            )
+        if held is None:
+            return DeliveryReport(DeliveryOutcome.NOTHING_TO_DO)
+        return held, webhook
+
+    def _record(self, held: HeldDelivery, attempt: Attempt) -> DeliveryReport:
+        delivery = held.delivery
+        delay = None if attempt.ok else self.retry.delay_after(delivery.attempts)
         if attempt.ok:
-            state = DeliveryState.DELIVERED
+            state, outcome = DeliveryState.DELIVERED, DeliveryOutcome.DELIVERED
         elif delay is None:
-            state = DeliveryState.FAILED
+            state, outcome = DeliveryState.FAILED, DeliveryOutcome.FAILED
         else:
-            state = DeliveryState.QUEUED
+            state, outcome = DeliveryState.QUEUED, DeliveryOutcome.RETRYING
         next_at = self.store.clock.now() + (delay or 0.0)
         with self.database.write() as conn:
-            self.store.record_attempt(
+            recorded = self.store.record_attempt(
                 conn,
-                delivery,
+                held,
                 state=state,
                 status_code=attempt.status_code,
                 error=attempt.error,
                 duration_ms=attempt.duration_ms,
                 next_attempt_ts=next_at,
             )
+            # This attempt's place is free: the account's next waiting delivery may have it.
+            room = self.account_concurrency - self.store.in_flight(conn, delivery.account_pk)
+            waiting = self.store.waiting(conn, delivery.account_pk, room)
+        follow_ups = [FollowUp(Step.DELIVER, waiting_id) for waiting_id in waiting]
+        if not recorded:
+            log.warning(
+                "webhook delivery %s: attempt %d outlived its lease and another sender took "
+                "the delivery over; its outcome (%s) is not recorded",
+                delivery.id, delivery.attempts, attempt.error or attempt.status_code,
+            )  # fmt: skip
+            return DeliveryReport(DeliveryOutcome.LEASE_LOST, follow_ups, attempt)
         if state is DeliveryState.QUEUED:
             log.info(
                 "webhook delivery %s failed (attempt %d: %s); next in %.1fs",
-                delivery.id, attempts_made, attempt.error or attempt.status_code, delay,
+                delivery.id, delivery.attempts, attempt.error or attempt.status_code, delay,
             )  # fmt: skip
-            return [FollowUp(Step.DELIVER, delivery.id, delay_seconds=delay or 0.0)]
-        if state is DeliveryState.FAILED:
-            log.warning("webhook delivery %s failed after %d attempts", delivery.id, attempts_made)
-        return []
+            follow_ups.append(FollowUp(Step.DELIVER, delivery.id, delay_seconds=delay or 0.0))
+        elif state is DeliveryState.FAILED:
+            log.warning(
+                "webhook delivery %s failed after %d attempts", delivery.id, delivery.attempts
+            )
+        return DeliveryReport(outcome, follow_ups, attempt)
 
     def _download_url(self, batch: CompletedBatch, now: float) -> str:
         self_link = next((link for link in batch.links if link.get("rel") == "self"), None)
@@ -214,5 +289,5 @@ class WebhookService:
 
     def sweep(self, *, idle_seconds: float) -> list[FollowUp]:
         with self.database.read() as conn:
-            overdue = self.store.overdue(conn, idle_seconds)
+            overdue = self.store.overdue(conn, idle_seconds, per_account=self.account_concurrency)
         return [FollowUp(Step.DELIVER, delivery_id) for delivery_id in overdue]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,9 @@ def credential_from_header(header: str | None) -> str | None:
     if scheme == "basic":
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
+            # Not base64 (binascii.Error), not UTF-8 inside, or not ASCII at all: header
+            # values arrive as latin-1 text, and b64decode refuses a non-ASCII str outright.
             return ""
         return decoded.partition(":")[2]
     if scheme in ("bearer", "apikey", "oauth"):

@@ -27,7 +27,9 @@ def marketing_endpoint(gate: ApiGate, routes: RouteTable) -> Callable[[Request],
             path = "/" + request.path_params.get("path", "")
             query = dict(request.query_params)
             api_root = gate.api_root(request)
-            method = request.method
+            # HEAD is a GET whose body the server does not send (RFC 9110 9.3.2), as
+            # Starlette answers it on every other GET route.
+            method = "GET" if request.method == "HEAD" else request.method
             write_lock = (
                 gate.sqlite_write_lock if method != "GET" and gate.database.is_sqlite else None
             )

@@ -289,6 +289,9 @@ webhook_deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_ts", Float, nullable=False),
     Column("lease_until", Float, nullable=False, default=0),
+    # The sender holding the lease; only it may record the attempt (and an attempt is counted
+    # when it is claimed, so `attempts` never passes the maximum, whoever crashes).
+    Column("lease_token", String(32), nullable=True),
     Column("last_status_code", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
     # JSON list of attempts: {at, status_code, error, duration_ms}. Bounded by max attempts.
