@@ -84,7 +84,7 @@ ERRATA: dict[str, dict[str, Any]] = {
 EXTENSION_OPERATIONS: dict[tuple[str, str], str] = {
     # The results archive. Mailchimp serves it from a storage URL outside the API; Conveyor
     # serves it under the API root at a signed URL.
-    ("GET", "/batches/{batch_id}/response.tar.gz"): "application/gzip",
+    ("GET", "/batches/{batch_id}-response.tar.gz"): "application/gzip",
     # The delivery log of a batch webhook, and redelivery of one delivery.
     ("GET", "/batch-webhooks/{batch_webhook_id}/deliveries"): JSON_TYPE,
     ("POST", "/batch-webhooks/{batch_webhook_id}/deliveries/{delivery_id}/redeliver"): JSON_TYPE,
@@ -168,15 +168,28 @@ def match_template(url_path: str) -> str | None:
             continue
         literals = 0
         for segment, part in zip(segments, parts, strict=True):
-            if segment.startswith("{"):
+            if _is_placeholder(segment):
                 continue
-            if segment != part:
+            if "{" in segment:  # a placeholder with literal text around it
+                if not _segment_pattern(segment).fullmatch(part):
+                    break
+            elif segment != part:
                 break
             literals += 1
         else:
             if best is None or literals > best[0]:
                 best = (literals, template)
     return None if best is None else best[1]
+
+
+def _is_placeholder(segment: str) -> bool:
+    return segment.startswith("{") and segment.endswith("}") and segment.count("{") == 1
+
+
+@cache
+def _segment_pattern(segment: str) -> re.Pattern[str]:
+    literal_parts = re.split(r"\{[^}]+\}", segment)
+    return re.compile(".+".join(re.escape(part) for part in literal_parts))
 
 
 def strict_schema(schema: Any, *, keep_required: bool = True) -> None:
@@ -394,8 +407,12 @@ def check_httpx_response(response: Response) -> list[Violation]:
     if _worth_reading(response):
         body = response.read()
     request = response.request
+    method = request.method
+    override = request.headers.get("x-http-method-override")
+    if method == "POST" and override:
+        method = override.strip().upper()  # the server acts as the named method
     return check_response(
-        request.method,
+        method,
         request.url.path,
         request.url.params,
         response.status_code,
