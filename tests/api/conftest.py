@@ -44,7 +44,7 @@ def make_client(services: Services) -> Iterator[ClientFactory]:
                     raise_server_exceptions=raise_server_exceptions,
                 )
             )
-            install_shape_check_from_env(client, default=None)
+            install_shape_check_from_env(client, default="strict")
             if key is not None:
                 client.auth = httpx2.BasicAuth("anystring", key)
             return client
