@@ -69,23 +69,25 @@ class BatchService:
         `InvalidBatchBody` family, or whatever the body stream raised.
         """
         settings = self.settings
-        unstarted = await self._read(lambda conn: self.store.count_unstarted(conn, account.pk))
-        if unstarted >= settings.max_unstarted_batches:
-            raise problems.too_many_requests(
-                f"You have more than {settings.max_unstarted_batches} pending batches. "
-                "Please wait for some to complete before adding any more batches."
-            )
-        pending_events = await self._read(
-            lambda conn: self.webhook_store.count_pending(conn, account.pk)
-        )
-        if pending_events >= settings.max_pending_webhooks:
-            raise problems.too_many_requests(
-                f"You have more than {settings.max_pending_webhooks} pending webhooks. "
-                "Please wait for some to complete before adding any more batches."
-            )
-        batch_id: str = await self._write(
-            lambda conn: self.store.create_ingesting(conn, account.pk, api_root)
-        )
+
+        def reserve(conn: Any) -> str:
+            # Both quotas and the new row in one transaction, one submit of the account at a
+            # time: concurrent submits cannot all pass a count taken before any inserted.
+            self.store.lock_account(conn, account.pk)
+            unstarted = self.store.count_unstarted(conn, account.pk, uploads=True)
+            if unstarted >= settings.max_unstarted_batches:
+                raise problems.too_many_requests(
+                    f"You have more than {settings.max_unstarted_batches} pending batches. "
+                    "Please wait for some to complete before adding any more batches."
+                )
+            if self.webhook_store.count_pending(conn, account.pk) >= settings.max_pending_webhooks:
+                raise problems.too_many_requests(
+                    f"You have more than {settings.max_pending_webhooks} pending webhooks. "
+                    "Please wait for some to complete before adding any more batches."
+                )
+            return self.store.create_ingesting(conn, account.pk, api_root)
+
+        batch_id: str = await self._write(reserve)
         try:
             total = 0
             page: list[Operation] = []

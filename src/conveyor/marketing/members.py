@@ -68,11 +68,19 @@ def apply_tag_changes(
 
 
 def insert_member(
-    call: Call, ctx: ListContext, email: str, status: str, data: dict[str, Any]
+    call: Call,
+    ctx: ListContext,
+    email: str,
+    status: str,
+    data: dict[str, Any],
+    *,
+    taken_is_member_exists: bool = True,
 ) -> MemberRow:
     try:
         return call.stores.members.insert(call.conn, call.account.pk, ctx.pk, email, status, data)
     except UniqueViolation:
+        if not taken_is_member_exists:
+            raise
         # Added by another transaction since our lookup: answered as if we had looked later.
         raise problems.member_exists(email) from None
 
@@ -239,8 +247,11 @@ def _add(
     *,
     existing: MemberRow | None,
     allow_existing: bool,
+    taken_is_member_exists: bool = True,
 ) -> MemberRow:
-    """Create `email`, or revive it; `existing` is what the caller's lookup of it found."""
+    """Create `email`, or revive it; `existing` is what the caller's lookup of it found.
+    An address added by another transaction since that lookup is Member Exists, or
+    `UniqueViolation` when `taken_is_member_exists` is false."""
     skip_required = query_flag(call.query, "skip_merge_validation")
     if existing is not None and existing.status == FORGOTTEN:
         raise problems.forgotten_email(email)
@@ -255,7 +266,9 @@ def _add(
         call.stores.members.save(call.conn, existing)
         return existing
     data = apply_fields(ctx, new_member_data(ctx), fields, is_new=True, skip_required=skip_required)
-    member = insert_member(call, ctx, email, status, data)
+    member = insert_member(
+        call, ctx, email, status, data, taken_is_member_exists=taken_is_member_exists
+    )
     if tag_names:
         apply_tag_changes(call, ctx, member, [(n, True) for n in tag_names])
         call.stores.members.save(call.conn, member)
@@ -294,8 +307,19 @@ def upsert_member(call: Call) -> Reply:
             raise problems.invalid_resource(
                 [FieldError("status_if_new", "This value should not be blank.")]
             )
-        created = _add(call, ctx, email, status, body, [], existing=member, allow_existing=True)
-        return Reply(200, render_member(call.api_root, ctx, created))
+        try:
+            created = _add(
+                call, ctx, email, status, body, [],
+                existing=member, allow_existing=True, taken_is_member_exists=False,
+            )  # fmt: skip
+        except UniqueViolation:
+            # Added by another transaction since our lookup: a PUT updates what it finds.
+            raced = call.stores.members.find(call.conn, ctx.pk, email)
+            if raced is None or raced.status == "archived":
+                raise problems.member_exists(email) from None
+            member = raced
+        else:
+            return Reply(200, render_member(call.api_root, ctx, created))
     if member.status == FORGOTTEN:
         # An erased member keeps only its hash, so the address comes from the request.
         raise problems.forgotten_email(email or member.email_address)

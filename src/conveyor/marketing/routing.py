@@ -25,6 +25,7 @@ from conveyor.domain.field_selection import (
     check_field_selection,
 )
 from conveyor.domain.problems import FieldError, Problem
+from conveyor.storage.errors import is_foreign_key_violation
 from conveyor.storage.marketing_stores import MarketingStores
 
 log = logging.getLogger("conveyor.operations")
@@ -236,7 +237,10 @@ def invoke(
     except Problem as problem:
         document = problem.to_document(request_id or new_request_id())
         return Reply(problem.status, document, problem.headers)
-    except Exception:
+    except Exception as exc:
+        if is_foreign_key_violation(exc):
+            # What the operation wrote to was deleted by a concurrent request meanwhile.
+            return Reply(404, problems.not_found().to_document(request_id or new_request_id()))
         request_id = request_id or new_request_id()
         log.exception("operation failed: request_id=%s %s %s", request_id, method, path)
         return Reply(500, problems.internal_error().to_document(request_id))

@@ -48,19 +48,31 @@ _MEMBER_BY_CONTACT = RawStatement(
     )
 )
 
-_INSERT_MEMBER = RawStatement(
-    members.insert()
-    .values(
-        {
-            name: bindparam(name)
-            for name in (
-                "account_pk", "list_pk", "subscriber_hash", "email_address", "unique_email_id",
-                "contact_id", "status", "data", "last_changed",
-            )
-        }
-    )
-    .returning(members.c.web_id)
-)  # fmt: skip
+
+def _insert_member(insert: Any) -> RawStatement:
+    # ON CONFLICT DO NOTHING: an address another transaction added since our lookup gives no
+    # row back instead of an error, which on PostgreSQL would abort the whole transaction
+    # (a PUT then updates the member it raced with).
+    return RawStatement(
+        insert(members)
+        .values(
+            {
+                name: bindparam(name)
+                for name in (
+                    "account_pk", "list_pk", "subscriber_hash", "email_address",
+                    "unique_email_id", "contact_id", "status", "data", "last_changed",
+                )
+            }
+        )
+        .on_conflict_do_nothing(index_elements=["list_pk", "subscriber_hash"])
+        .returning(members.c.web_id)
+    )  # fmt: skip
+
+
+_INSERT_MEMBER = {
+    "postgresql": _insert_member(postgresql.insert),
+    "sqlite": _insert_member(sqlite.insert),
+}
 _UPDATE_MEMBER = RawStatement(
     members.update()
     .where(members.c.web_id == bindparam("b_web_id"))
@@ -183,7 +195,7 @@ class MemberStore:
             last_changed=now,
         )
         try:
-            inserted = _INSERT_MEMBER.first(
+            inserted = _INSERT_MEMBER[conn.dialect.name].first(
                 conn,
                 {
                     "account_pk": account_pk,
@@ -203,7 +215,8 @@ class MemberStore:
             if is_unique_violation(exc):
                 raise UniqueViolation(email) from None
             raise
-        assert inserted is not None
+        if inserted is None:
+            raise UniqueViolation(email)
         row.web_id = int(inserted[0])
         return row
 
