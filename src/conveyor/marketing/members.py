@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import ValidationError
@@ -96,7 +97,7 @@ def render_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, A
     merge = {field.tag: stored.get(field.tag, "") for field in ctx.merge_fields}
     list_id = ctx.list_id
     href = f"{root}/lists/{list_id}/members/{member.subscriber_hash}"
-    member_schema = schema_url(root, "Definitions/Lists/Members/Response")
+    member_schema = _member_schema(root)
     # Not in the spec's member, but in every real answer (docs/compatibility.md).
     full_name = " ".join(str(merge.get(tag, "")) for tag in ("FNAME", "LNAME")).strip()
     tags = [{"id": tag["id"], "name": tag["name"]} for tag in data["tags"]]
@@ -141,35 +142,63 @@ def render_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, A
 def _member_links(root: str, list_id: str, href: str, member_schema: str) -> list[dict[str, str]]:
     """The real service's links of a member, rel for rel (activity, goals, notes and events
     name paths Conveyor does not serve: they answer 404)."""
-    members_schema = "Definitions/Lists/Members"
+    collection, paths_collection, patch, put, activity, goals, notes, events = _member_link_schemas(
+        root
+    )
     return [
-        link("self", href, "GET", member_schema),
-        link(
-            "parent",
-            f"{root}/lists/{list_id}/members",
-            "GET",
-            schema_url(root, f"{members_schema}/CollectionResponse"),
-            schema_url(root, "Paths/Lists/Members/Collection"),
-        ),
-        link("update", href, "PATCH", member_schema, schema_url(root, f"{members_schema}/PATCH")),
-        link("upsert", href, "PUT", member_schema, schema_url(root, f"{members_schema}/PUT")),
-        link("delete", href, "DELETE"),
-        link(
-            "activity",
-            f"{href}/activity",
-            "GET",
-            schema_url(root, f"{members_schema}/Activity/Response"),
-        ),
-        link("goals", f"{href}/goals", "GET", schema_url(root, f"{members_schema}/Goals/Response")),
-        link(
-            "notes",
-            f"{href}/notes",
-            "GET",
-            schema_url(root, f"{members_schema}/Notes/CollectionResponse"),
-        ),
-        link("events", f"{href}/events", "POST", schema_url(root, f"{members_schema}/Events/POST")),
-        link("delete_permanent", f"{href}/actions/delete-permanent", "POST"),
+        {"rel": "self", "href": href, "method": "GET", "targetSchema": member_schema},
+        {
+            "rel": "parent",
+            "href": f"{root}/lists/{list_id}/members",
+            "method": "GET",
+            "targetSchema": collection,
+            "schema": paths_collection,
+        },
+        {
+            "rel": "update",
+            "href": href,
+            "method": "PATCH",
+            "targetSchema": member_schema,
+            "schema": patch,
+        },
+        {
+            "rel": "upsert",
+            "href": href,
+            "method": "PUT",
+            "targetSchema": member_schema,
+            "schema": put,
+        },
+        {"rel": "delete", "href": href, "method": "DELETE"},
+        {"rel": "activity", "href": f"{href}/activity", "method": "GET", "targetSchema": activity},
+        {"rel": "goals", "href": f"{href}/goals", "method": "GET", "targetSchema": goals},
+        {"rel": "notes", "href": f"{href}/notes", "method": "GET", "targetSchema": notes},
+        {"rel": "events", "href": f"{href}/events", "method": "POST", "targetSchema": events},
+        {"rel": "delete_permanent", "href": f"{href}/actions/delete-permanent", "method": "POST"},
     ]
+
+
+@functools.lru_cache(maxsize=64)
+def _member_schema(root: str) -> str:
+    return schema_url(root, "Definitions/Lists/Members/Response")
+
+
+@functools.lru_cache(maxsize=64)
+def _member_link_schemas(root: str) -> tuple[str, ...]:
+    # A member is rendered for every operation of a batch: the schema URLs depend on the
+    # root only.
+    return tuple(
+        schema_url(root, name)
+        for name in (
+            "Definitions/Lists/Members/CollectionResponse",
+            "Paths/Lists/Members/Collection",
+            "Definitions/Lists/Members/PATCH",
+            "Definitions/Lists/Members/PUT",
+            "Definitions/Lists/Members/Activity/Response",
+            "Definitions/Lists/Members/Goals/Response",
+            "Definitions/Lists/Members/Notes/CollectionResponse",
+            "Definitions/Lists/Members/Events/POST",
+        )
+    )
 
 
 # What batch subscribe answers of each member: the spec's `ListsNewMembers`, a smaller
