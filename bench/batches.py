@@ -206,7 +206,7 @@ def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -
     dialect = sqlite_dialect.dialect()
     list_sql, list_pos = LIST_CONTEXT._sql(dialect)
     member_sql, member_pos = _MEMBER_BY_HASH._sql(dialect)
-    insert_sql, insert_pos = _INSERT_MEMBER._sql(dialect)
+    insert_sql, insert_pos = _INSERT_MEMBER["sqlite"]._sql(dialect)
     assert list_pos and member_pos and insert_pos
     result_sql = (
         "INSERT INTO batch_results (batch_id, seq, page, status_code, operation_id, response) "

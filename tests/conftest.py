@@ -114,7 +114,7 @@ def new_account_key(services: Services) -> tuple[str, str]:
 @pytest.fixture
 def app_client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services), base_url="http://testserver") as client:
-        install_shape_check_from_env(client, default=None)
+        install_shape_check_from_env(client, default="strict")
         yield client
 
 
@@ -129,7 +129,7 @@ def api(services: Services, app_client: TestClient) -> ApiUser:
 def other_api(services: Services) -> Iterator[ApiUser]:
     account_id, key = new_account_key(services)
     with TestClient(create_app(services), base_url="http://testserver") as client:
-        install_shape_check_from_env(client, default=None)
+        install_shape_check_from_env(client, default="strict")
         client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
@@ -180,7 +180,7 @@ def batch_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[ApiUser]
     account_id, key = new_account_key(services)
     app = create_app(services, runtime.dispatcher.send)
     with TestClient(app, base_url="http://testserver") as client:
-        install_shape_check_from_env(client, default=None)
+        install_shape_check_from_env(client, default="strict")
         client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)
 
@@ -190,6 +190,6 @@ def batch_other_api(services: Services, runtime: EmbeddedRuntime) -> Iterator[Ap
     account_id, key = new_account_key(services)
     app = create_app(services, runtime.dispatcher.send)
     with TestClient(app, base_url="http://testserver") as client:
-        install_shape_check_from_env(client, default=None)
+        install_shape_check_from_env(client, default="strict")
         client.auth = httpx2.BasicAuth("x", key)
         yield ApiUser(account_id, key, client)

@@ -11,7 +11,10 @@ from starlette.testclient import TestClient
 
 from conveyor.composition import Services
 from conveyor.http.app import create_app
+from conveyor.runtime.embedded import EmbeddedRuntime
 from conveyor.settings import Limits
+from tests.api.fidelity import VIAS, BatchCaller, Caller, HttpCaller
+from tests.conftest import ApiUser
 from tests.shape_check import install_shape_check_from_env
 
 ClientFactory = Callable[..., TestClient]
@@ -41,9 +44,23 @@ def make_client(services: Services) -> Iterator[ClientFactory]:
                     raise_server_exceptions=raise_server_exceptions,
                 )
             )
-            install_shape_check_from_env(client, default=None)
+            install_shape_check_from_env(client, default="strict")
             if key is not None:
                 client.auth = httpx2.BasicAuth("anystring", key)
             return client
 
         yield build
+
+
+@pytest.fixture(params=VIAS)
+def via(request: pytest.FixtureRequest) -> str:
+    """How an operation reaches the route table: "http" or "batch"."""
+    return str(request.param)
+
+
+@pytest.fixture
+def call(via: str, batch_api: ApiUser, runtime: EmbeddedRuntime) -> Caller:
+    """One operation of `batch_api`'s account, sent the way `via` says."""
+    if via == "http":
+        return HttpCaller(batch_api.client)
+    return BatchCaller(batch_api.client, runtime.join)

@@ -53,8 +53,15 @@ def shape_errors(
     return [
         f"{list(error.instance_path)}: {error.message}"
         for error in _validator(pointer).iter_errors(body)
-        if error.message != _EMPTY_DATE
+        if error.message != _EMPTY_DATE and not _empty_sms_status(error)
     ]
+
+
+def _empty_sms_status(error: Any) -> bool:
+    # The real service answers "" as the `sms_subscription_status` of a contact without SMS,
+    # a value the spec's enum lacks (tests/shape_check.py tolerates it too).
+    path = list(error.instance_path)
+    return bool(path) and path[-1] == "sms_subscription_status" and error.instance == ""
 
 
 def assert_shape(

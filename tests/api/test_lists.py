@@ -107,6 +107,9 @@ def test_stats_count_members_by_status(api: ApiUser, list_id: str) -> None:
     stats = assert_json(api.client.get(f"/3.0/lists/{list_id}"))["stats"]
     assert stats["member_count"] == 2
     assert stats["unsubscribe_count"] == 1
+    assert "total_contacts" not in stats  # only when asked for
+    url = f"/3.0/lists/{list_id}"
+    stats = assert_json(api.client.get(url, params={"include_total_contacts": "true"}))["stats"]
     assert stats["total_contacts"] == 3
 
 

@@ -95,7 +95,7 @@ def assert_batch(body: Any, *, api_root: str = "http://testserver/3.0") -> dict[
         assert ISO_SECONDS.fullmatch(body["completed_at"]), body["completed_at"]
         assert body["completed_at"] >= body["submitted_at"]
         assert body["response_body_url"].startswith(
-            f"{api_root}/batches/{body['id']}/response.tar.gz?"
+            f"{api_root}/batches/{body['id']}-response.tar.gz?"
         ), body["response_body_url"]
     else:
         assert body["completed_at"] == ""

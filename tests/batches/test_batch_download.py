@@ -40,7 +40,7 @@ def test_url_downloads_without_an_api_key(batch_api: ApiUser, runtime: EmbeddedR
     url = batch["response_body_url"]
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc) == ("http", "testserver")
-    assert parts.path == f"/3.0/batches/{batch['id']}/response.tar.gz"
+    assert parts.path == f"/3.0/batches/{batch['id']}-response.tar.gz"
     assert set(_query(url)) == {"expires", "signature"}
     archive = fetch_archive(batch_api.client, batch)
     assert [r["operation_id"] for r in archive.results] == ["lists"]
@@ -138,7 +138,7 @@ def test_public_url_changes_the_base(batch_api: ApiUser, runtime: EmbeddedRuntim
     assert_batch(batch, api_root="https://mail.example.com/conveyor/3.0")
     url = batch["response_body_url"]
     assert url.startswith(
-        f"https://mail.example.com/conveyor/3.0/batches/{batch_id}/response.tar.gz?"
+        f"https://mail.example.com/conveyor/3.0/batches/{batch_id}-response.tar.gz?"
     )
     # This server answers the same path and query (a proxy would strip the prefix).
     parts = urlsplit(url)

@@ -80,7 +80,7 @@ def test_another_account_cannot_see_download_or_delete(
     # Their own signed URL does not open my batch: the signature is bound to the batch id.
     their_url = get_batch(other, theirs["id"])["response_body_url"]
     query = their_url.split("?", 1)[1]
-    assert_problem(download(other, f"{path}/response.tar.gz?{query}"), 403)
+    assert_problem(download(other, f"{path}-response.tar.gz?{query}"), 403)
 
     # Nothing they tried changed my batch.
     assert get_batch(batch_api.client, mine["id"])["status"] == "finished"

@@ -32,6 +32,7 @@ from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
 from conveyor.runtime.scheduler import Scheduler
 from conveyor.settings import Settings
 from tests.conftest import new_account_key
+from tests.shape_check import install_shape_check_from_env
 
 JOIN_TIMEOUT_MS = 60_000
 
@@ -240,6 +241,7 @@ class Stack:
     def user(self, app: Starlette | None = None) -> Iterator[User]:
         account_id, key = self.new_key()
         with TestClient(app or self.app(), base_url="http://testserver") as client:
+            install_shape_check_from_env(client)
             client.auth = httpx2.BasicAuth("anyone", key)
             yield User(account_id, key, client)
 

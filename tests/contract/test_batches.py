@@ -60,7 +60,7 @@ def test_batch_runs_to_a_finished_downloadable_archive(stack: Stack) -> None:
         assert done["total_operations"] == len(operations)
         assert done["errored_operations"] == 2
         assert done["response_body_url"].startswith(
-            f"http://testserver/3.0/batches/{batch['id']}/response.tar.gz?"
+            f"http://testserver/3.0/batches/{batch['id']}-response.tar.gz?"
         )
         results = fetch_results(client, done)  # counters = archive contents
         grouped = by_operation_id(results)

@@ -19,6 +19,7 @@ import httpx
 
 from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess
+from tests.shape_check import install_shape_check_from_env
 
 STATUS_ORDER = ("pending", "preprocessing", "started", "finalizing", "finished")
 POLL_INTERVAL = 0.02  # short: the fairness and seed timings include the last poll's wait
@@ -29,7 +30,9 @@ def md5(email: str) -> str:
 
 
 def api_client(server: ServerProcess, timeout: float = 60.0) -> httpx.Client:
-    return httpx.Client(base_url=server.api_url + "/", auth=("e2e", server.key), timeout=timeout)
+    client = httpx.Client(base_url=server.api_url + "/", auth=("e2e", server.key), timeout=timeout)
+    install_shape_check_from_env(client)
+    return client
 
 
 def create_list(api: httpx.Client) -> str:

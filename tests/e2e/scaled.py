@@ -34,6 +34,7 @@ import httpx
 import psutil
 
 from tests.e2e.server import KEY_SHAPE, ServerError, child_env, conveyor_command, free_port
+from tests.shape_check import install_shape_check_from_env
 
 READY_POLL = 0.05  # seconds between readiness checks
 # Queues a Conveyor deployment declares on RabbitMQ (Dramatiq adds a delay and a dead-letter
@@ -427,7 +428,11 @@ class Deployment:
         return key
 
     def client(self, index: int, key: str, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url(index) + "/", auth=("e2e", key), timeout=timeout)
+        client = httpx.Client(
+            base_url=self.api_url(index) + "/", auth=("e2e", key), timeout=timeout
+        )
+        install_shape_check_from_env(client)
+        return client
 
     def logs(self, tail: int = 3000) -> str:
         """The end of every role's current log, for a failure message."""

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import LIST_BODY
 from tests.e2e.conftest import StartServer
 from tests.e2e.server import ServerProcess
+from tests.shape_check import install_shape_check_from_env
 from tests.webhooks.receiver import running_receiver
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,9 @@ FAST_RETRIES = {
 
 
 def api(server: ServerProcess) -> httpx.Client:
-    return httpx.Client(base_url=server.api_url, auth=("e2e", server.key), timeout=30)
+    client = httpx.Client(base_url=server.api_url, auth=("e2e", server.key), timeout=30)
+    install_shape_check_from_env(client)
+    return client
 
 
 def small_batch(client: httpx.Client, list_id: str, tag: str) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def test_merge_field_changes_in_the_transaction_are_seen(
         assert given.body["merge_fields"]["COLOUR"] == "red"
 
         merge_id = created.body["merge_id"]
-        patch = {"required": False}
+        patch = {"name": "Colour", "required": False}
         assert call(services, conn, account, "PATCH", f"{fields}/{merge_id}", patch).status == 200
         assert add(services, conn, account, list_id, "d@example.org").status == 200
 

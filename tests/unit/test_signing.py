@@ -22,7 +22,7 @@ def test_url_shape() -> None:
     url = build_download_url("https://conveyor.example/", SECRET, "1234ab56cd", NOW)
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc) == ("https", "conveyor.example")
-    assert parts.path == "/3.0/batches/1234ab56cd/response.tar.gz"
+    assert parts.path == "/3.0/batches/1234ab56cd-response.tar.gz"
     expires, signature = _query(url)
     assert expires == str(int(NOW) + 600)
     assert signature == sign_download(SECRET, "1234ab56cd", int(NOW) + 600)

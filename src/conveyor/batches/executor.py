@@ -15,10 +15,9 @@ from sqlalchemy import Connection
 
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
-from conveyor.domain.field_selection import apply_field_selection
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
 from conveyor.domain.states import is_success
-from conveyor.marketing.routing import Reply, RouteTable, invoke, new_request_id
+from conveyor.marketing.routing import Reply, RouteTable, invoke, new_request_id, select_fields
 from conveyor.storage.batches import BatchStore, Claim
 from conveyor.storage.raw_sql import RawSavepoint
 
@@ -103,12 +102,10 @@ def _run_get(
             # Not a collection: answer as the plain GET it is, without our paging parameters.
             reply = _get(conn, routes, account, path, query, api_root)
             return [OperationResult(reply.status, encode_body(reply.body))]
-        body = reply.body
-        if is_success(reply.status) and (fields or exclude):
-            body = apply_field_selection(body, fields, exclude)
-        results.append(OperationResult(reply.status, encode_body(body)))
+        selected = select_fields(reply, fields, exclude) if fields or exclude else reply
+        results.append(OperationResult(selected.status, encode_body(selected.body)))
         offset += page_size
-        if not is_success(reply.status) or offset >= int(reply.body["total_items"]):
+        if not is_success(selected.status) or offset >= int(reply.body["total_items"]):
             return results
 
 

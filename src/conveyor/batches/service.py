@@ -121,11 +121,8 @@ class BatchService:
                 async for piece in capped:
                     digest.update(piece)
                 return await self._replay(account, held, digest.hexdigest())
-        await self._check_quotas(account)
         digest = BodyDigest()
-        batch_id: str = await self._write(
-            lambda conn: self.store.create_ingesting(conn, account.pk, api_root)
-        )
+        batch_id: str = await self._write(lambda conn: self._reserve(conn, account, api_root))
         try:
             total = 0
             page: list[Operation] = []
@@ -165,6 +162,29 @@ class BatchService:
         log.info("batch %s accepted: %d operations", batch_id, total)
         return Submission(await self._visible(account, batch_id))
 
+    def _reserve(
+        self, conn: Any, account: Account, api_root: str, *, retry_of: str | None = None
+    ) -> str:
+        """A new (still invisible) batch row, if the account's quotas allow one.
+
+        Both quotas and the new row in one transaction, one submit of the account at a time:
+        concurrent submits cannot all pass a count taken before any of them inserted.
+        """
+        settings = self.settings
+        self.store.lock_account(conn, account.pk)
+        unstarted = self.store.count_unstarted(conn, account.pk, uploads=True)
+        if unstarted >= settings.max_unstarted_batches:
+            raise problems.too_many_requests(
+                f"You have more than {settings.max_unstarted_batches} pending batches. "
+                "Please wait for some to complete before adding any more batches."
+            )
+        if self.webhook_store.count_pending(conn, account.pk) >= settings.max_pending_webhooks:
+            raise problems.too_many_requests(
+                f"You have more than {settings.max_pending_webhooks} pending webhooks. "
+                "Please wait for some to complete before adding any more batches."
+            )
+        return self.store.create_ingesting(conn, account.pk, api_root, retry_of=retry_of)
+
     async def _replay(self, account: Account, held: StoredKey, body_sha256: str) -> Submission:
         if held.body_sha256 != body_sha256:
             raise key_reused()
@@ -181,23 +201,6 @@ class BatchService:
         batch = await self._read(lambda conn: self.store.get(conn, batch_id, account.pk))
         assert batch is not None
         return batch
-
-    async def _check_quotas(self, account: Account) -> None:
-        settings = self.settings
-        unstarted = await self._read(lambda conn: self.store.count_unstarted(conn, account.pk))
-        if unstarted >= settings.max_unstarted_batches:
-            raise problems.too_many_requests(
-                f"You have more than {settings.max_unstarted_batches} pending batches. "
-                "Please wait for some to complete before adding any more batches."
-            )
-        pending_events = await self._read(
-            lambda conn: self.webhook_store.count_pending(conn, account.pk)
-        )
-        if pending_events >= settings.max_pending_webhooks:
-            raise problems.too_many_requests(
-                f"You have more than {settings.max_pending_webhooks} pending webhooks. "
-                "Please wait for some to complete before adding any more batches."
-            )
 
     async def _store_page(self, batch_id: str, first_seq: int, page: list[Operation]) -> None:
         await self._write(
@@ -257,9 +260,8 @@ class BatchService:
             lambda conn: self.results.has_failures(conn, source.id, status_codes)
         ):
             raise nothing_failed
-        await self._check_quotas(account)
         new_id: str = await self._write(
-            lambda conn: self.store.create_ingesting(conn, account.pk, api_root, retry_of=source.id)
+            lambda conn: self._reserve(conn, account, api_root, retry_of=source.id)
         )
         try:
             total, after = 0, -1

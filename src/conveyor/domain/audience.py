@@ -17,6 +17,10 @@ class MergeFieldDef:
     type: str
     required: bool
     default_value: str
+    # The options a member's value is checked against (see `marketing.merge_values`).
+    date_format: str = ""
+    phone_format: str = ""
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

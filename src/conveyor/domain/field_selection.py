@@ -61,3 +61,43 @@ def _exclude(value: Any, paths: list[list[str]]) -> Any:
         if key in result:
             result[key] = _exclude(result[key], rests)
     return result
+
+
+class FieldSelectionError(ValueError):
+    """`fields` or `exclude_fields` names something the answer can never hold, or both
+    parameters were given at once."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+def check_field_selection(body: Any, fields: str | None, exclude_fields: str | None) -> None:
+    """Raise `FieldSelectionError` unless the selection can be applied to `body` as asked.
+
+    A name is known when the whole answer holds it at that place; inside a list it is
+    enough that one item holds it, and an empty list has nothing to judge by.
+    """
+    include = parse_field_list(fields)
+    exclude = parse_field_list(exclude_fields)
+    if include and exclude:
+        raise FieldSelectionError(
+            "exclude_fields", "fields and exclude_fields cannot be used together."
+        )
+    parameter = "fields" if include else "exclude_fields"
+    for path in include or exclude:
+        if not all(path) or not _holds(body, path):
+            raise FieldSelectionError(
+                parameter, f"'{'.'.join(path)}' is not a field of this resource."
+            )
+
+
+def _holds(value: Any, path: list[str]) -> bool:
+    if not path:
+        return True
+    if isinstance(value, list):
+        return not value or any(_holds(item, path) for item in value)
+    if isinstance(value, dict):
+        return path[0] in value and _holds(value[path[0]], path[1:])
+    return False  # a name below a plain value

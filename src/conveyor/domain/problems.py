@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class Problem(Exception):
     title: str
     detail: str
     errors: list[FieldError] = field(default_factory=list)
+    # HTTP headers the answer carries (`Allow` on a 405); a batch result has none.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(f"{self.status} {self.title}: {self.detail}")
@@ -53,10 +56,36 @@ def not_found() -> Problem:
     return Problem(404, "Resource Not Found", "The requested resource could not be found.")
 
 
-def method_not_allowed() -> Problem:
-    return Problem(
-        405, "Method Not Allowed", "The requested method and resource are not compatible."
+METHOD_NOT_ALLOWED_DETAIL = (
+    "The requested method and resource are not compatible. "
+    "See the Allow header for this resource's available methods."
+)
+# The order the real service lists methods in an `Allow` header.
+_METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def method_not_allowed(allowed: Iterable[str] = ()) -> Problem:
+    """405; `allowed` are the methods the resource serves, for the `Allow` header."""
+    methods = sorted(
+        {m.upper() for m in allowed} - {"HEAD"},
+        key=lambda m: (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), m),
     )
+    headers = {"Allow": ", ".join(methods)} if methods else {}
+    return Problem(405, "Method Not Allowed", METHOD_NOT_ALLOWED_DETAIL, headers=headers)
+
+
+METHOD_OVERRIDE_DETAIL = "You can only use the X-HTTP-Method-Override header with the POST method."
+
+
+def invalid_method_override(detail: str = METHOD_OVERRIDE_DETAIL) -> Problem:
+    return Problem(422, "Invalid Method Override", detail)
+
+
+REQUESTED_FIELDS_DETAIL = "The fields requested from this resource are invalid."
+
+
+def requested_fields_invalid(errors: list[FieldError]) -> Problem:
+    return Problem(422, "Requested Fields Invalid", REQUESTED_FIELDS_DETAIL, errors)
 
 
 def json_parse_error(reason: str = "") -> Problem:
@@ -151,18 +180,14 @@ TRIGGERED_ERRORS: dict[str, tuple[int, str, str]] = {
     "UserDisabled": (403, "User Disabled", "This account has been disabled."),
     "WrongDatacenter": (403, "Wrong Datacenter", "The API key is for another datacenter."),
     "ResourceNotFound": (404, "Resource Not Found", not_found().detail),
-    "MethodNotAllowed": (405, "Method Not Allowed", method_not_allowed().detail),
+    "MethodNotAllowed": (405, "Method Not Allowed", METHOD_NOT_ALLOWED_DETAIL),
     "ResourceNestingTooDeep": (
         414,
         "Resource Nesting Too Deep",
         "The resource nesting is too deep.",
     ),
-    "InvalidMethodOverride": (405, "Invalid Method Override", "The method override is not valid."),
-    "RequestedFieldsInvalid": (
-        400,
-        "Requested Fields Invalid",
-        "The fields requested are not valid.",
-    ),
+    "InvalidMethodOverride": (422, "Invalid Method Override", METHOD_OVERRIDE_DETAIL),
+    "RequestedFieldsInvalid": (422, "Requested Fields Invalid", REQUESTED_FIELDS_DETAIL),
     "TooManyRequests": (
         429,
         "TooManyRequests",

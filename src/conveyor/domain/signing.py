@@ -52,7 +52,8 @@ def build_download_url(
         {"expires": expires_at, "signature": sign_download(secret, batch_id, expires_at)}
     )
     base = public_base.rstrip("/")
-    return f"{base}/3.0/batches/{quote(batch_id, safe='')}/response.tar.gz?{query}"
+    # `<id>-response.tar.gz`, the real archive's name: clients read the batch id from it.
+    return f"{base}/3.0/batches/{quote(batch_id, safe='')}-response.tar.gz?{query}"
 
 
 def verify_download(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from conveyor.batches.results_view import BatchResultsView
 from conveyor.batches.service import BatchService
@@ -20,7 +21,8 @@ from conveyor.domain.steps import FollowUp
 from conveyor.http.auth import KeyCache
 from conveyor.http.batch_steering import BatchSteeringEndpoints
 from conveyor.http.batches import BatchEndpoints
-from conveyor.http.gate import ApiGate, new_request_id
+from conveyor.http.edge import ApiEdge
+from conveyor.http.gate import Answer, ApiGate, RequestContext, new_request_id
 from conveyor.http.health import Check, Health
 from conveyor.http.limits import InProcessLimiter, create_limiter
 from conveyor.http.marketing import marketing_endpoint
@@ -36,6 +38,7 @@ from conveyor.storage.request_slots import RequestSlotStore
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 Dispatch = Callable[[Iterable[FollowUp]], None]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class ServerParts(Protocol):
@@ -98,7 +101,6 @@ def create_app(
     health = Health(
         {"database": parts.database.check, "blobs": parts.blobs.check, **(readiness or {})}
     )
-    endpoint = marketing_endpoint(gate, parts.routes)
     batches = BatchEndpoints(gate, parts.batches, dispatch)
     steering = BatchSteeringEndpoints(
         gate,
@@ -109,11 +111,11 @@ def create_app(
         InProcessLimiter(parts.settings.limits.max_event_streams),
     )
     webhooks = WebhookEndpoints(gate, parts.webhooks, dispatch)
+    served = [*batches.routes(), *steering.routes(), *webhooks.routes()]
+    endpoint = _answering_405_for(served, gate, marketing_endpoint(gate, parts.routes))
     routes = [
         *health.routes(),
-        *batches.routes(),
-        *steering.routes(),
-        *webhooks.routes(),
+        *served,
         Route("/3.0", endpoint, methods=ALL_METHODS),
         Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),
     ]
@@ -122,7 +124,9 @@ def create_app(
         return problem_response(problems.not_found(), new_request_id())
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return problem_response(problems.method_not_allowed(), new_request_id())
+        allowed = getattr(exc, "headers", None) or {}
+        methods = str(allowed.get("Allow", "")).replace(",", " ").split()
+        return problem_response(problems.method_not_allowed(methods), new_request_id())
 
     async def server_error(request: Request, exc: Exception) -> Response:
         return problem_response(problems.internal_error(), new_request_id())
@@ -130,6 +134,31 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+        middleware=[
+            Middleware(ApiEdge, server_root=lambda scope: gate.server_root(Request(scope)))
+        ],
     )
     app.state.gate = gate
     return app
+
+
+def _answering_405_for(served: list[Route], gate: ApiGate, endpoint: Endpoint) -> Endpoint:
+    """`endpoint` for every path the routes in `served` do not serve; where one of them
+    serves the path with other methods, 405 with their `Allow` (the catch-all route takes
+    every method, so Starlette's own 405 never fires under /3.0)."""
+
+    async def dispatch(request: Request) -> Response:
+        allowed: set[str] = set()
+        for route in served:
+            match, _ = route.matches(request.scope)
+            if match is Match.PARTIAL:
+                allowed |= route.methods or set()
+        if not allowed:
+            return await endpoint(request)
+
+        async def refuse(_context: RequestContext) -> Answer:
+            raise problems.method_not_allowed(allowed)
+
+        return await gate.guarded(request, refuse)
+
+    return dispatch

@@ -36,9 +36,11 @@ class BatchEndpoints:
             Route("/3.0/batches", self.submit, methods=["POST"]),
             Route("/3.0/batches", self.list_batches, methods=["GET"]),
             Route("/3.0/batches/", self.list_batches, methods=["GET"]),
+            # Named `<id>-response.tar.gz` as the real service's archives are (clients take
+            # the batch id from it); before `{batch_id}`, which would match the name too.
+            Route("/3.0/batches/{batch_id}-response.tar.gz", self.download, methods=["GET"]),
             Route("/3.0/batches/{batch_id}", self.status, methods=["GET"]),
             Route("/3.0/batches/{batch_id}", self.delete, methods=["DELETE"]),
-            Route("/3.0/batches/{batch_id}/response.tar.gz", self.download, methods=["GET"]),
         ]
 
     def _render(self, request: Request, batch: BatchRow) -> dict[str, Any]:

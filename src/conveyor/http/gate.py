@@ -19,7 +19,11 @@ from starlette.responses import Response
 
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
-from conveyor.domain.field_selection import apply_field_selection
+from conveyor.domain.field_selection import (
+    FieldSelectionError,
+    apply_field_selection,
+    check_field_selection,
+)
 from conveyor.domain.problems import FieldError, Problem
 from conveyor.http.auth import KeyCache, credential_from_header
 from conveyor.http.limits import ConcurrencyLimiter
@@ -123,7 +127,13 @@ class ApiGate:
         status, body = answer
         if select_fields and isinstance(body, dict):
             query = request.query_params
-            body = apply_field_selection(body, query.get("fields"), query.get("exclude_fields"))
+            fields, exclude = query.get("fields"), query.get("exclude_fields")
+            try:
+                check_field_selection(body, fields, exclude)
+            except FieldSelectionError as exc:
+                problem = problems.requested_fields_invalid([FieldError(exc.parameter, str(exc))])
+                return problem_response(problem, request_id)
+            body = apply_field_selection(body, fields, exclude)
         return reply_response(status, body, request_id)
 
     def api_root(self, request: Request) -> str:
@@ -149,11 +159,6 @@ class ApiGate:
         return self.api_root(request).removesuffix("/3.0")
 
     async def authenticate(self, request: Request) -> Account:
-        trigger = request.headers.get("x-trigger-error")
-        if trigger:
-            forced = problems.triggered(trigger)
-            if forced is not None:
-                raise forced
         key = credential_from_header(request.headers.get("authorization"))
         if key is None:
             raise problems.api_key_missing()
@@ -163,6 +168,12 @@ class ApiGate:
             account = await anyio.to_thread.run_sync(self.keys.resolve, key)
         if account is None:
             raise problems.api_key_invalid()
+        # A forced error is for the account's own testing: only a valid key may ask for one.
+        trigger = request.headers.get("x-trigger-error")
+        if trigger:
+            forced = problems.triggered(trigger)
+            if forced is not None:
+                raise forced
         return account
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from conveyor.domain.accounts import Account
 from conveyor.http.gate import Answer, ApiGate, Deadline, RequestContext
+from conveyor.http.responses import reply_response
 from conveyor.marketing.routing import Reply, RouteTable, invoke
 from conveyor.storage.database import Database
 
@@ -42,6 +43,8 @@ def marketing_endpoint(gate: ApiGate, routes: RouteTable) -> Callable[[Request],
                 )  # fmt: skip
 
             reply = await gate.in_thread(run)
+            if reply.headers:
+                return reply_response(reply.status, reply.body, context.request_id, reply.headers)
             return reply.status, reply.body
 
         return await gate.guarded(request, work)

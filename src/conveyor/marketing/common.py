@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.domain import problems
 from conveyor.domain.problems import FieldError
+from conveyor.domain.timestamps import answer_form, parse_timestamp
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -114,3 +116,63 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def query_flag(query: Mapping[str, Any], name: str) -> bool:
+    """A boolean query parameter; absent or empty is false."""
+    return query_bool(query, name) or False
+
+
+def query_bool(query: Mapping[str, Any], name: str) -> bool | None:
+    """A boolean query parameter: `true`/`false` (or 1/0; a batch operation's `params` may
+    hold a JSON boolean); None when absent or empty."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise problems.invalid_resource([FieldError(name, "This value should be true or false.")])
+
+
+_PLUS_AS_SPACE = re.compile(r"(T\d{2}:\d{2}(?::\d{2})?(?:\.\d+)?) (\d{2}:?\d{2})$")
+
+
+def query_time(query: Mapping[str, Any], name: str) -> str | None:
+    """A time filter (ISO 8601, as `2015-10-21T15:41:36+00:00`) in the form stored times
+    have, so the two compare as text; None when absent."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    # An unencoded `+00:00` arrives as ` 00:00`: a query string's `+` is a space.
+    text = _PLUS_AS_SPACE.sub(r"\1+\2", str(raw).strip())
+    moment = parse_timestamp(text)
+    if moment is None:
+        raise problems.invalid_resource(
+            [
+                FieldError(
+                    name,
+                    "This value should be a date and time in ISO 8601 format, "
+                    "such as 2015-10-21T15:41:36+00:00.",
+                )
+            ]
+        )
+    return answer_form(moment)
+
+
+def query_choice(query: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+    """A parameter that takes one of `choices` (compared without regard to case); None when
+    absent."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    for choice in choices:
+        if str(raw).strip().lower() == choice.lower():
+            return choice
+    raise problems.invalid_resource(
+        [FieldError(name, f"The value '{raw}' is not one of: {', '.join(choices)}.")]
+    )

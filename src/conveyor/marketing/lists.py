@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from conveyor.domain import problems
 from conveyor.domain.audience import FORGOTTEN, ListRef
-from conveyor.marketing.common import link, paging, schema_url, validate
+from conveyor.domain.ids import subscriber_hash
+from conveyor.marketing.common import (
+    link,
+    paging,
+    query_choice,
+    query_flag,
+    query_time,
+    schema_url,
+    validate,
+)
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import ListCreate, ListPatch
-from conveyor.storage.lists import NewMergeField
+from conveyor.storage.lists import ListQuery, MemberStats, NewMergeField
 
 routes = RouteTable()
 
@@ -32,6 +42,8 @@ DEFAULT_MERGE_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 
 def default_merge_field_data(tag: str, name: str, kind: str, order: int) -> dict[str, Any]:
+    """A default field as the real service creates it: the names are shown on its signup
+    form, the address, phone and birthday are not."""
     options: dict[str, Any] = {}
     if kind == "address":
         options = {"default_country": 164}
@@ -46,7 +58,7 @@ def default_merge_field_data(tag: str, name: str, kind: str, order: int) -> dict
         "type": kind,
         "required": False,
         "default_value": "",
-        "public": False,
+        "public": tag in ("FNAME", "LNAME"),
         "display_order": order,
         "options": options,
         "help_text": "",
@@ -69,13 +81,21 @@ def create_list(call: Call) -> Reply:
 @routes.route("GET", "/lists")
 def list_lists(call: Call) -> Reply:
     count, offset = paging(call.query)
-    rows, total = call.stores.lists.page(call.conn, call.account.pk, count, offset)
-    stats = call.stores.lists.member_counts(call.conn, [row.pk for row in rows])
+    rows, total = call.stores.lists.page(
+        call.conn, call.account.pk, count, offset, _list_query(call.query)
+    )
+    pks = [row.pk for row in rows]
+    stats = call.stores.lists.member_stats(call.conn, pks)
+    field_counts = call.stores.merge_fields.count(call.conn, pks)
+    with_total = query_flag(call.query, "include_total_contacts")
     root = call.api_root
     return Reply(
         200,
         {
-            "lists": [_render(call, row, stats.get(row.pk, {})) for row in rows],
+            "lists": [
+                _render(call, row, stats.get(row.pk), field_counts.get(row.pk, 0), with_total)
+                for row in rows
+            ],
             "total_items": total,
             "constraints": {
                 "may_create": True,
@@ -101,9 +121,26 @@ def list_lists(call: Call) -> Reply:
     )
 
 
+def _list_query(query: Mapping[str, Any]) -> ListQuery:
+    email = query.get("email")
+    sort_field = query_choice(query, "sort_field", ("date_created",))
+    sort_dir = query_choice(query, "sort_dir", ("ASC", "DESC"))
+    # No list here has sent a campaign or has an ecommerce store: filters on those pass none.
+    since_sent = query_time(query, "since_campaign_last_sent")
+    before_sent = query_time(query, "before_campaign_last_sent")
+    return ListQuery(
+        since_date_created=query_time(query, "since_date_created"),
+        before_date_created=query_time(query, "before_date_created"),
+        member_hash=subscriber_hash(str(email).strip()) if email else None,
+        nothing=bool(since_sent or before_sent or query_flag(query, "has_ecommerce_store")),
+        descending=sort_dir == "DESC" and sort_field in (None, "date_created"),
+    )
+
+
 @routes.route("GET", "/lists/{list_id}")
 def get_list(call: Call) -> Reply:
-    return Reply(200, _get_list(call, call.path_params["list_id"]))
+    with_total = query_flag(call.query, "include_total_contacts")
+    return Reply(200, _get_list(call, call.path_params["list_id"], with_total=with_total))
 
 
 @routes.route("PATCH", "/lists/{list_id}")
@@ -126,18 +163,44 @@ def delete_list(call: Call) -> Reply:
     return Reply(204)
 
 
-def _get_list(call: Call, list_id: str) -> dict[str, Any]:
+def _get_list(call: Call, list_id: str, *, with_total: bool = False) -> dict[str, Any]:
     row = call.stores.lists.row(call.conn, call.account.pk, list_id)
     if row is None:
         raise problems.not_found()
-    counts = call.stores.lists.member_counts(call.conn, [row.pk]).get(row.pk, {})
-    return _render(call, row, counts)
+    stats = call.stores.lists.member_stats(call.conn, [row.pk]).get(row.pk)
+    field_count = call.stores.merge_fields.count(call.conn, [row.pk]).get(row.pk, 0)
+    return _render(call, row, stats, field_count, with_total)
 
 
-def _render(call: Call, row: Any, counts: dict[str, int]) -> dict[str, Any]:
+def _render(
+    call: Call, row: Any, members: MemberStats | None, merge_field_count: int, with_total: bool
+) -> dict[str, Any]:
     data = row.data
     root = call.api_root
     href = f"{root}/lists/{row.list_id}"
+    members = members or MemberStats({})
+    counts = members.counts
+    stats: dict[str, Any] = {
+        "member_count": counts.get("subscribed", 0),
+        "unsubscribe_count": counts.get("unsubscribed", 0),
+        "cleaned_count": counts.get("cleaned", 0),
+        "member_count_since_send": counts.get("subscribed", 0),
+        "unsubscribe_count_since_send": counts.get("unsubscribed", 0),
+        "cleaned_count_since_send": counts.get("cleaned", 0),
+        "campaign_count": 0,
+        "campaign_last_sent": "",
+        "merge_field_count": merge_field_count,
+        "avg_sub_rate": 0,
+        "avg_unsub_rate": 0,
+        "target_sub_rate": 0,
+        "open_rate": 0,
+        "click_rate": 0,
+        "last_sub_date": members.last_sub_date,
+        "last_unsub_date": members.last_unsub_date,
+    }
+    if with_total:
+        # Only when asked (`include_total_contacts`), as on the real service.
+        stats["total_contacts"] = sum(n for s, n in counts.items() if s != FORGOTTEN)
     return {
         "id": row.list_id,
         "web_id": row.pk,
@@ -159,25 +222,7 @@ def _render(call: Call, row: Any, counts: dict[str, int]) -> dict[str, Any]:
         "has_welcome": data.get("has_welcome", False),
         "marketing_permissions": data["marketing_permissions"],
         "modules": data.get("modules", []),
-        "stats": {
-            "member_count": counts.get("subscribed", 0),
-            "total_contacts": sum(n for s, n in counts.items() if s != FORGOTTEN),
-            "unsubscribe_count": counts.get("unsubscribed", 0),
-            "cleaned_count": counts.get("cleaned", 0),
-            "member_count_since_send": counts.get("subscribed", 0),
-            "unsubscribe_count_since_send": counts.get("unsubscribed", 0),
-            "cleaned_count_since_send": counts.get("cleaned", 0),
-            "campaign_count": 0,
-            "campaign_last_sent": "",
-            "merge_field_count": 0,
-            "avg_sub_rate": 0,
-            "avg_unsub_rate": 0,
-            "target_sub_rate": 0,
-            "open_rate": 0,
-            "click_rate": 0,
-            "last_sub_date": "",
-            "last_unsub_date": "",
-        },
+        "stats": stats,
         "_links": [
             link("self", href, "GET", schema_url(root, "Definitions/Lists/Response")),
             link(

@@ -12,6 +12,8 @@ from conveyor.domain import problems
 from conveyor.domain.audience import ListContext, MemberRow
 from conveyor.domain.email import is_plausible_email
 from conveyor.domain.problems import FieldError
+from conveyor.marketing.member_values import normalize_timestamps
+from conveyor.marketing.merge_values import REQUIRED_MESSAGE, InvalidMergeValue, merge_value
 from conveyor.marketing.schemas import MemberFields
 
 # Identity, status and tags are columns or handled apart; only these go into `data`.
@@ -54,19 +56,25 @@ def new_member_data(ctx: ListContext) -> dict[str, Any]:
 
 
 def apply_fields(
-    ctx: ListContext, data: dict[str, Any], fields: MemberFields, *, is_new: bool
+    ctx: ListContext,
+    data: dict[str, Any],
+    fields: MemberFields,
+    *,
+    is_new: bool,
+    skip_required: bool = False,
 ) -> dict[str, Any]:
-    """Merge the given fields into `data`, checking merge fields against the list."""
+    """Merge the given fields into `data`, checking merge fields against the list
+    (`skip_required`: the request's `skip_merge_validation`)."""
     given = fields.model_dump(include=_MEMBER_FIELD_NAMES, exclude_unset=True, exclude_none=True)
     if "merge_fields" in given:
         data["merge_fields"] = _merge_values(ctx, data["merge_fields"], given.pop("merge_fields"))
-    if is_new:
+    if is_new and not skip_required:
         _require_merge_fields(ctx, data["merge_fields"])
     if "location" in given:
         data["location"] = {**data["location"], **given.pop("location")}
     if "interests" in given:
         data["interests"] = {**data["interests"], **given.pop("interests")}
-    data.update(given)
+    data.update(normalize_timestamps(given))
     return data
 
 
@@ -80,61 +88,18 @@ def _merge_values(
         field = known.get(tag.upper())
         if field is None:
             continue  # the real service ignores merge tags the list does not have
-        if field.type == "address":
-            value = _address(value)
-            if value is None:
-                errors.append(FieldError(field.tag, "Please enter a complete address"))
-                continue
-        elif field.type == "number":
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                errors.append(FieldError(field.tag, "Please enter a number"))
-                continue
-            if isinstance(value, str) and value.strip():
-                try:
-                    float(value)
-                except ValueError:
-                    errors.append(FieldError(field.tag, "Please enter a number"))
-                    continue
-        elif not isinstance(value, str | int | float) or isinstance(value, bool):
-            errors.append(FieldError(field.tag, "Please enter a value"))
-            continue
-        merged[field.tag] = value
+        try:
+            merged[field.tag] = merge_value(field, value)
+        except InvalidMergeValue as exc:
+            errors.append(FieldError(field.tag, exc.message))
     if errors:
         raise problems.invalid_resource(errors, "Your merge fields were invalid.")
     return merged
 
 
-_ADDRESS_PARTS = ("addr1", "addr2", "city", "state", "zip", "country")
-_ADDRESS_REQUIRED = ("addr1", "city", "state", "zip")
-
-
-def _address(value: Any) -> Any:
-    """An address merge value as stored, or None when it is not one.
-
-    A string is kept as given; an object must give addr1, city, state and zip as text (a
-    number is taken as text) and keeps only the six address parts, so nothing arbitrary
-    (or arbitrarily deep) is stored.
-    """
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, dict):
-        return None
-    address: dict[str, str] = {}
-    for part in _ADDRESS_PARTS:
-        item = value.get(part, "")
-        if isinstance(item, int | float) and not isinstance(item, bool):
-            item = str(item)
-        if not isinstance(item, str):
-            return None
-        address[part] = item
-    if any(not address[part].strip() for part in _ADDRESS_REQUIRED):
-        return None
-    return address
-
-
 def _require_merge_fields(ctx: ListContext, values: dict[str, Any]) -> None:
     missing = [
-        FieldError(field.tag, "Please enter a value")
+        FieldError(field.tag, REQUIRED_MESSAGE)
         for field in ctx.merge_fields
         if field.required and values.get(field.tag) in (None, "")
     ]

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import ValidationError
 
 from conveyor.domain import problems
-from conveyor.domain.audience import FORGOTTEN, MEMBER_STATUSES, ListContext, MemberRow
+from conveyor.domain.audience import FORGOTTEN, ListContext, MemberRow
 from conveyor.domain.clock import now_iso
 from conveyor.domain.ids import subscriber_hash
 from conveyor.domain.problems import FieldError, Problem
-from conveyor.marketing.common import field_errors, link, paging, schema_url, validate
+from conveyor.marketing.common import (
+    field_errors,
+    link,
+    paging,
+    query_flag,
+    schema_url,
+    validate,
+)
+from conveyor.marketing.member_filters import member_query
 from conveyor.marketing.member_rules import apply_fields, check_email, new_member_data, revive
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import (
@@ -60,20 +69,36 @@ def apply_tag_changes(
 
 
 def insert_member(
-    call: Call, ctx: ListContext, email: str, status: str, data: dict[str, Any]
+    call: Call,
+    ctx: ListContext,
+    email: str,
+    status: str,
+    data: dict[str, Any],
+    *,
+    taken_is_member_exists: bool = True,
 ) -> MemberRow:
     try:
         return call.stores.members.insert(call.conn, call.account.pk, ctx.pk, email, status, data)
     except UniqueViolation:
+        if not taken_is_member_exists:
+            raise
         # Added by another transaction since our lookup: answered as if we had looked later.
         raise problems.member_exists(email) from None
 
 
-def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
+# The real service answers a member's first 50 tags; `tags_count` counts them all.
+TAGS_SHOWN = 50
+
+
+def render_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, Any]:
     data = member.data
-    merge = data["merge_fields"]
+    stored = data["merge_fields"]
+    # The list's fields as they are now: a field added later shows empty, a deleted one not.
+    merge = {field.tag: stored.get(field.tag, "") for field in ctx.merge_fields}
+    list_id = ctx.list_id
     href = f"{root}/lists/{list_id}/members/{member.subscriber_hash}"
-    member_schema = schema_url(root, "Definitions/Lists/Members/Response")
+    member_schema = _member_schema(root)
+    # Not in the spec's member, but in every real answer (docs/compatibility.md).
     full_name = " ".join(str(merge.get(tag, "")) for tag in ("FNAME", "LNAME")).strip()
     tags = [{"id": tag["id"], "name": tag["name"]} for tag in data["tags"]]
     return {
@@ -87,9 +112,10 @@ def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
         "status": member.status,
         "unsubscribe_reason": data.get("unsubscribe_reason", ""),
         "consents_to_one_to_one_messaging": True,
-        # No SMS here. `sms_subscription_status` is left out rather than sent as "": the
-        # spec's enum has no empty value, and generated clients reject one.
+        # No SMS here: the real service answers "" for a contact without SMS, although
+        # the spec's enum has no empty value (docs/compatibility.md).
         "sms_phone_number": "",
+        "sms_subscription_status": "",
         "sms_subscription_last_updated": "",
         "merge_fields": merge,
         "interests": data["interests"],
@@ -107,52 +133,104 @@ def render_member(root: str, list_id: str, member: MemberRow) -> dict[str, Any]:
         "marketing_permissions": data["marketing_permissions"],
         "source": data["source"],
         "tags_count": len(tags),
-        "tags": tags,
+        "tags": tags[:TAGS_SHOWN],
         "list_id": list_id,
-        "_links": [
-            link("self", href, "GET", member_schema),
-            link(
-                "parent",
-                f"{root}/lists/{list_id}/members",
-                "GET",
-                schema_url(root, "Definitions/Lists/Members/CollectionResponse"),
-            ),
-            link(
-                "update",
-                href,
-                "PATCH",
-                member_schema,
-                schema_url(root, "Definitions/Lists/Members/PATCH"),
-            ),
-            link(
-                "upsert",
-                href,
-                "PUT",
-                member_schema,
-                schema_url(root, "Definitions/Lists/Members/PUT"),
-            ),
-            link("delete", href, "DELETE"),
-            link("tags", f"{href}/tags", "GET"),
-        ],
+        "_links": _member_links(root, list_id, href, member_schema),
     }
+
+
+def _member_links(root: str, list_id: str, href: str, member_schema: str) -> list[dict[str, str]]:
+    """The real service's links of a member, rel for rel (activity, goals, notes and events
+    name paths Conveyor does not serve: they answer 404)."""
+    collection, paths_collection, patch, put, activity, goals, notes, events = _member_link_schemas(
+        root
+    )
+    return [
+        {"rel": "self", "href": href, "method": "GET", "targetSchema": member_schema},
+        {
+            "rel": "parent",
+            "href": f"{root}/lists/{list_id}/members",
+            "method": "GET",
+            "targetSchema": collection,
+            "schema": paths_collection,
+        },
+        {
+            "rel": "update",
+            "href": href,
+            "method": "PATCH",
+            "targetSchema": member_schema,
+            "schema": patch,
+        },
+        {
+            "rel": "upsert",
+            "href": href,
+            "method": "PUT",
+            "targetSchema": member_schema,
+            "schema": put,
+        },
+        {"rel": "delete", "href": href, "method": "DELETE"},
+        {"rel": "activity", "href": f"{href}/activity", "method": "GET", "targetSchema": activity},
+        {"rel": "goals", "href": f"{href}/goals", "method": "GET", "targetSchema": goals},
+        {"rel": "notes", "href": f"{href}/notes", "method": "GET", "targetSchema": notes},
+        {"rel": "events", "href": f"{href}/events", "method": "POST", "targetSchema": events},
+        {"rel": "delete_permanent", "href": f"{href}/actions/delete-permanent", "method": "POST"},
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _member_schema(root: str) -> str:
+    return schema_url(root, "Definitions/Lists/Members/Response")
+
+
+@functools.lru_cache(maxsize=64)
+def _member_link_schemas(root: str) -> tuple[str, ...]:
+    # A member is rendered for every operation of a batch: the schema URLs depend on the
+    # root only.
+    return tuple(
+        schema_url(root, name)
+        for name in (
+            "Definitions/Lists/Members/CollectionResponse",
+            "Paths/Lists/Members/Collection",
+            "Definitions/Lists/Members/PATCH",
+            "Definitions/Lists/Members/PUT",
+            "Definitions/Lists/Members/Activity/Response",
+            "Definitions/Lists/Members/Goals/Response",
+            "Definitions/Lists/Members/Notes/CollectionResponse",
+            "Definitions/Lists/Members/Events/POST",
+        )
+    )
+
+
+# What batch subscribe answers of each member: the spec's `ListsNewMembers`, a smaller
+# object than a member (its location has no `region`).
+NEW_MEMBER_PROPERTIES = (
+    "id", "email_address", "unique_email_id", "contact_id", "email_type", "status",
+    "merge_fields", "interests", "stats", "ip_signup", "timestamp_signup", "ip_opt",
+    "timestamp_opt", "member_rating", "last_changed", "language", "vip", "email_client",
+    "location", "tags_count", "tags", "list_id", "_links",
+)  # fmt: skip
+
+
+def render_new_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, Any]:
+    full = render_member(root, ctx, member)
+    rendered = {name: full[name] for name in NEW_MEMBER_PROPERTIES}
+    rendered["location"] = {k: v for k, v in full["location"].items() if k != "region"}
+    return rendered
 
 
 @routes.route("GET", "/lists/{list_id}/members")
 def list_members(call: Call) -> Reply:
     ctx = load_list(call)
     count, offset = paging(call.query)
-    status = call.query.get("status")
-    if status and status not in MEMBER_STATUSES:
-        raise problems.invalid_resource(
-            [FieldError("status", f"The value '{status}' is not a valid member status.")]
-        )
-    rows, total = call.stores.members.page(call.conn, ctx.pk, status or None, count, offset)
+    rows, total = call.stores.members.page(
+        call.conn, ctx.pk, member_query(call.query), count, offset
+    )
     root = call.api_root
     href = f"{root}/lists/{ctx.list_id}/members"
     return Reply(
         200,
         {
-            "members": [render_member(root, ctx.list_id, row) for row in rows],
+            "members": [render_member(root, ctx, row) for row in rows],
             "list_id": ctx.list_id,
             "total_items": total,
             "_links": [
@@ -185,7 +263,7 @@ def add_member(call: Call) -> Reply:
         call, ctx, email, body.status, body, body.tags or [],
         existing=existing, allow_existing=False,
     )  # fmt: skip
-    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+    return Reply(200, render_member(call.api_root, ctx, member))
 
 
 def _add(
@@ -198,8 +276,12 @@ def _add(
     *,
     existing: MemberRow | None,
     allow_existing: bool,
+    taken_is_member_exists: bool = True,
 ) -> MemberRow:
-    """Create `email`, or revive it; `existing` is what the caller's lookup of it found."""
+    """Create `email`, or revive it; `existing` is what the caller's lookup of it found.
+    An address added by another transaction since that lookup is Member Exists, or
+    `UniqueViolation` when `taken_is_member_exists` is false."""
+    skip_required = query_flag(call.query, "skip_merge_validation")
     if existing is not None and existing.status == FORGOTTEN:
         raise problems.forgotten_email(email)
     if existing is not None and existing.status != "archived" and not allow_existing:
@@ -207,13 +289,15 @@ def _add(
     if existing is not None:
         revive(existing, ctx, status)
         existing.email_address = email
-        apply_fields(ctx, existing.data, fields, is_new=True)
+        apply_fields(ctx, existing.data, fields, is_new=True, skip_required=skip_required)
         if tag_names:
             apply_tag_changes(call, ctx, existing, [(n, True) for n in tag_names])
         call.stores.members.save(call.conn, existing)
         return existing
-    data = apply_fields(ctx, new_member_data(ctx), fields, is_new=True)
-    member = insert_member(call, ctx, email, status, data)
+    data = apply_fields(ctx, new_member_data(ctx), fields, is_new=True, skip_required=skip_required)
+    member = insert_member(
+        call, ctx, email, status, data, taken_is_member_exists=taken_is_member_exists
+    )
     if tag_names:
         apply_tag_changes(call, ctx, member, [(n, True) for n in tag_names])
         call.stores.members.save(call.conn, member)
@@ -224,7 +308,7 @@ def _add(
 def get_member(call: Call) -> Reply:
     ctx = load_list(call)
     member = get_visible_member(call, ctx)
-    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+    return Reply(200, render_member(call.api_root, ctx, member))
 
 
 @routes.route("PUT", "/lists/{list_id}/members/{subscriber_hash}")
@@ -252,13 +336,24 @@ def upsert_member(call: Call) -> Reply:
             raise problems.invalid_resource(
                 [FieldError("status_if_new", "This value should not be blank.")]
             )
-        created = _add(call, ctx, email, status, body, [], existing=member, allow_existing=True)
-        return Reply(200, render_member(call.api_root, ctx.list_id, created))
+        try:
+            created = _add(
+                call, ctx, email, status, body, [],
+                existing=member, allow_existing=True, taken_is_member_exists=False,
+            )  # fmt: skip
+        except UniqueViolation:
+            # Added by another transaction since our lookup: a PUT updates what it finds.
+            raced = call.stores.members.find(call.conn, ctx.pk, email)
+            if raced is None or raced.status == "archived":
+                raise problems.member_exists(email) from None
+            member = raced
+        else:
+            return Reply(200, render_member(call.api_root, ctx, created))
     if member.status == FORGOTTEN:
         # An erased member keeps only its hash, so the address comes from the request.
         raise problems.forgotten_email(email or member.email_address)
     _update(call, ctx, member, body, body.status)
-    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+    return Reply(200, render_member(call.api_root, ctx, member))
 
 
 @routes.route("PATCH", "/lists/{list_id}/members/{subscriber_hash}")
@@ -267,7 +362,7 @@ def update_member(call: Call) -> Reply:
     ctx = load_list(call)
     member = get_visible_member(call, ctx)
     _update(call, ctx, member, body, body.status)
-    return Reply(200, render_member(call.api_root, ctx.list_id, member))
+    return Reply(200, render_member(call.api_root, ctx, member))
 
 
 def _update(call: Call, ctx: ListContext, member: MemberRow, body: Any, status: str | None) -> None:
@@ -353,7 +448,7 @@ def batch_subscribe(call: Call) -> Reply:
     updated: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for raw in body.members:
-        email = str(raw.get("email_address", "")) if isinstance(raw, dict) else ""
+        email = str(raw.get("email_address") or "") if isinstance(raw, dict) else ""
         try:
             item = BatchMember.model_validate(raw)
         except ValidationError as exc:
@@ -373,7 +468,7 @@ def batch_subscribe(call: Call) -> Reply:
             message = problem.errors[0].message if problem.errors else ""
             errors.append(_subscribe_error(email, code, field, message, problem.detail))
             continue
-        rendered = render_member(root, ctx.list_id, member)
+        rendered = render_new_member(root, ctx, member)
         (created if was_new else updated).append(rendered)
     href = f"{root}/lists/{ctx.list_id}"
     return Reply(
@@ -393,6 +488,10 @@ def batch_subscribe(call: Call) -> Reply:
 def _subscribe_one(
     call: Call, ctx: ListContext, item: BatchMember, request: BatchSubscribe
 ) -> tuple[MemberRow, bool]:
+    if not item.email_address:
+        raise problems.invalid_resource(
+            [FieldError("email_address", "This value should not be blank.")]
+        )
     email = check_email(item.email_address)
     existing = call.stores.members.find(call.conn, ctx.pk, email)
     if existing is None or existing.status == "archived":

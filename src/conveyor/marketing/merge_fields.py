@@ -7,7 +7,7 @@ from typing import Any
 
 from conveyor.domain import problems
 from conveyor.domain.problems import FieldError
-from conveyor.marketing.common import link, paging, schema_url, validate
+from conveyor.marketing.common import link, paging, query_bool, schema_url, validate
 from conveyor.marketing.lists import find_list
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import MergeFieldCreate, MergeFieldPatch
@@ -21,7 +21,15 @@ _TAG = re.compile(r"[A-Z0-9_]{1,10}")
 def list_merge_fields(call: Call) -> Reply:
     ref = find_list(call)
     count, offset = paging(call.query)
-    rows, total = call.stores.merge_fields.page(call.conn, ref.pk, count, offset)
+    kind = call.query.get("type") or None
+    rows, total = call.stores.merge_fields.page(
+        call.conn,
+        ref.pk,
+        count,
+        offset,
+        type=None if kind is None else str(kind),
+        required=query_bool(call.query, "required"),
+    )
     root = call.api_root
     href = f"{root}/lists/{ref.list_id}/merge-fields"
     return Reply(
@@ -96,6 +104,8 @@ def update_merge_field(call: Call) -> Reply:
     data.update(changes)
     call.stores.lists.forget(call.conn)
     call.stores.merge_fields.update(call.conn, ref.pk, merge_id, tag, data)
+    if tag != row.tag:
+        call.stores.merge_fields.rename_member_values(call.conn, ref.pk, row.tag, tag)
     return Reply(200, _get(call, ref.pk, ref.list_id, merge_id))
 
 
@@ -103,9 +113,10 @@ def update_merge_field(call: Call) -> Reply:
 def delete_merge_field(call: Call) -> Reply:
     ref = find_list(call)
     merge_id = _merge_id(call)
-    _row(call, ref.pk, merge_id)
+    row = _row(call, ref.pk, merge_id)
     call.stores.lists.forget(call.conn)
     call.stores.merge_fields.delete(call.conn, ref.pk, merge_id)
+    call.stores.merge_fields.drop_member_values(call.conn, ref.pk, row.tag)
     return Reply(204)
 
 

@@ -19,8 +19,13 @@ from sqlalchemy import Connection
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
-from conveyor.domain.field_selection import apply_field_selection
-from conveyor.domain.problems import Problem
+from conveyor.domain.field_selection import (
+    FieldSelectionError,
+    apply_field_selection,
+    check_field_selection,
+)
+from conveyor.domain.problems import FieldError, Problem
+from conveyor.storage.errors import is_foreign_key_violation
 from conveyor.storage.marketing_stores import MarketingStores
 
 log = logging.getLogger("conveyor.operations")
@@ -94,6 +99,8 @@ def _reject_nul(value: Any) -> None:
 class Reply:
     status: int
     body: Any = None
+    # HTTP headers of the answer (`Allow` on a 405); a batch result carries none.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Call], Reply]
@@ -154,7 +161,7 @@ class RouteTable:
             raise problems.not_found()
         handler = best.handlers.get(method)
         if handler is None:
-            raise problems.method_not_allowed()
+            raise problems.method_not_allowed(best.handlers)
         return handler, dict(params)  # the caller's own copy
 
     def _best(self, parts: list[str]) -> tuple[_Route | None, dict[str, str]]:
@@ -228,18 +235,34 @@ def invoke(
         handler, params = table.resolve(method, path)
         reply = handler(Call(conn, account, method, params, query, body, api_root, table.stores))
     except Problem as problem:
-        return Reply(problem.status, problem.to_document(request_id or new_request_id()))
-    except Exception:
+        document = problem.to_document(request_id or new_request_id())
+        return Reply(problem.status, document, problem.headers)
+    except Exception as exc:
+        if is_foreign_key_violation(exc):
+            # What the operation wrote to was deleted by a concurrent request meanwhile.
+            return Reply(404, problems.not_found().to_document(request_id or new_request_id()))
         request_id = request_id or new_request_id()
         log.exception("operation failed: request_id=%s %s %s", request_id, method, path)
         return Reply(500, problems.internal_error().to_document(request_id))
-    if (
-        method == "GET"
-        and isinstance(reply.body, dict)
-        and ("fields" in query or "exclude_fields" in query)
-    ):
-        selected = apply_field_selection(
-            reply.body, query.get("fields"), query.get("exclude_fields")
+    if method == "GET" and ("fields" in query or "exclude_fields" in query):
+        return select_fields(
+            reply, query.get("fields"), query.get("exclude_fields"), request_id=request_id
         )
-        return Reply(reply.status, selected)
     return reply
+
+
+def select_fields(
+    reply: Reply, fields: str | None, exclude_fields: str | None, *, request_id: str | None = None
+) -> Reply:
+    """A successful answer cut down to `fields` / without `exclude_fields`; 422 Requested
+    Fields Invalid when they name something the answer cannot hold, or both are given."""
+    if not 200 <= reply.status < 300 or not isinstance(reply.body, dict):
+        return reply
+    try:
+        check_field_selection(reply.body, fields, exclude_fields)
+    except FieldSelectionError as exc:
+        problem = problems.requested_fields_invalid([FieldError(exc.parameter, exc.message)])
+        return Reply(problem.status, problem.to_document(request_id or new_request_id()))
+    return Reply(
+        reply.status, apply_field_selection(reply.body, fields, exclude_fields), reply.headers
+    )

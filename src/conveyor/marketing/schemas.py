@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MemberStatus = Literal["subscribed", "unsubscribed", "cleaned", "pending", "transactional"]
 PatchStatus = Literal["subscribed", "unsubscribed", "cleaned", "pending"]
@@ -126,17 +126,34 @@ class MemberPatch(MemberFields):
     status: PatchStatus | None = None
 
 
+class NullableLocation(Body):
+    latitude: float | None = None
+    longitude: float | None = None
+
+
 class BatchMember(MemberFields):
-    email_address: str = Field(max_length=1000)
+    """A member of batch subscribe: the spec lets every one of its values be null, which
+    means not given (an address that is null is no address)."""
+
+    email_address: str | None = Field(default=None, max_length=1000)
     status: MemberStatus | None = None
     status_if_new: MemberStatus | None = None
     tags: list[TagName] | None = Field(default=None, max_length=500)
+    interests: dict[str, bool | None] | None = None  # type: ignore[assignment]
+    location: NullableLocation | None = None  # type: ignore[assignment]
+
+    @field_validator("interests")
+    @classmethod
+    def _given_interests(cls, value: dict[str, bool | None] | None) -> dict[str, bool] | None:
+        if value is None:
+            return None
+        return {key: flag for key, flag in value.items() if flag is not None}
 
 
 class BatchSubscribe(Body):
     members: list[dict[str, Any]] = Field(max_length=500)
-    update_existing: bool = False
-    sync_tags: bool = False
+    update_existing: bool | None = False
+    sync_tags: bool | None = False
 
 
 class TagChange(Body):
@@ -171,7 +188,8 @@ class MergeFieldCreate(Body):
 
 class MergeFieldPatch(Body):
     tag: str | None = Field(default=None, min_length=1, max_length=10)
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    # Required by the spec's PATCH body, as on the real service.
+    name: str = Field(min_length=1, max_length=100)
     required: bool | None = None
     default_value: str | None = Field(default=None, max_length=500)
     public: bool | None = None

@@ -274,7 +274,10 @@ class BatchStore:
             conn, batch_id, BatchStatus.INGESTING, BatchStatus.PENDING, total_operations=total
         )
 
-    def count_unstarted(self, conn: Connection, account_pk: int) -> int:
+    def count_unstarted(self, conn: Connection, account_pk: int, *, uploads: bool = False) -> int:
+        """The account's batches that have not started; with `uploads`, those still being
+        uploaded too (each becomes a pending batch unless its upload fails)."""
+        states = set(UNSTARTED_BATCH_STATES) | ({BatchStatus.INGESTING} if uploads else set())
         return int(
             conn.execute(
                 select(func.count())
@@ -282,10 +285,18 @@ class BatchStore:
                 .where(
                     and_(
                         batches.c.account_pk == account_pk,
-                        batches.c.status.in_(sorted(UNSTARTED_BATCH_STATES)),
+                        batches.c.status.in_(sorted(states)),
                     )
                 )
             ).scalar_one()
+        )
+
+    def lock_account(self, conn: Connection, account_pk: int) -> None:
+        """Hold the account's row until the transaction ends (PostgreSQL; SQLite writers
+        run one at a time anyway), so that the quota checks and the insert of concurrent
+        submits of one account run one after another."""
+        conn.execute(
+            select(accounts_table.c.id).where(accounts_table.c.id == account_pk).with_for_update()
         )
 
     # --- reads -------------------------------------------------------------------------

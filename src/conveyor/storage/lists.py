@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import Connection, and_, bindparam, false, func, select
 from sqlalchemy.engine import RootTransaction
 
-from conveyor.domain.audience import ListContext, ListRef, MergeFieldDef
+from conveyor.domain.audience import FORGOTTEN, ListContext, ListRef, MergeFieldDef
 from conveyor.domain.clock import Clock, now_iso
 from conveyor.domain.ids import hex_id
 from conveyor.storage.raw_sql import RawStatement, load_json
@@ -32,6 +32,8 @@ LIST_CONTEXT = RawStatement(
             lists.c.account_pk == bindparam("account_pk"),
         )
     )
+    # Members show their merge fields in the list's order, as the real service does.
+    .order_by(merge_fields.c.merge_id)
 )
 
 
@@ -49,6 +51,29 @@ _CACHE_KEY = "conveyor.list_contexts"
 class NewMergeField:
     tag: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Which of an account's lists a page shows, and in which order. Times are in the
+    form the API answers with (`domain.timestamps.answer_form`), so they compare as text."""
+
+    since_date_created: str | None = None
+    before_date_created: str | None = None
+    # Lists holding a member (not erased) with this subscriber hash.
+    member_hash: str | None = None
+    # A filter no list here can pass: no list has sent a campaign or has an ecommerce store.
+    nothing: bool = False
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStats:
+    """What a list's `stats` say of its members."""
+
+    counts: dict[str, int]
+    last_sub_date: str = ""
+    last_unsub_date: str = ""
 
 
 class ListStore:
@@ -157,12 +182,35 @@ class ListStore:
         ).first()
 
     def page(
-        self, conn: Connection, account_pk: int, count: int, offset: int
+        self,
+        conn: Connection,
+        account_pk: int,
+        count: int,
+        offset: int,
+        query: ListQuery | None = None,
     ) -> tuple[list[Any], int]:
+        query = query or ListQuery()
         scope = lists.c.account_pk == account_pk
+        if query.nothing:
+            scope = and_(scope, false())
+        if query.since_date_created is not None:
+            scope = and_(scope, lists.c.date_created >= query.since_date_created)
+        if query.before_date_created is not None:
+            scope = and_(scope, lists.c.date_created < query.before_date_created)
+        if query.member_hash is not None:
+            holding = select(members.c.list_pk).where(
+                and_(
+                    members.c.account_pk == account_pk,
+                    members.c.subscriber_hash == query.member_hash,
+                    members.c.status != FORGOTTEN,
+                )
+            )
+            scope = and_(scope, lists.c.pk.in_(holding))
         total = conn.execute(select(func.count()).select_from(lists).where(scope)).scalar_one()
+        # Creation order: `pk` grows with `date_created` and breaks ties in it.
+        order = lists.c.pk.desc() if query.descending else lists.c.pk
         rows = conn.execute(
-            select(lists).where(scope).order_by(lists.c.pk).limit(count).offset(offset)
+            select(lists).where(scope).order_by(order).limit(count).offset(offset)
         ).all()
         return list(rows), int(total)
 
@@ -180,19 +228,42 @@ class ListStore:
         conn.execute(tags.delete().where(tags.c.list_pk == list_pk))
         conn.execute(lists.delete().where(lists.c.pk == list_pk))
 
-    def member_counts(self, conn: Connection, list_pks: list[int]) -> dict[int, dict[str, int]]:
-        """Members per status of each list (forgotten ones included: the caller decides)."""
+    def member_stats(self, conn: Connection, list_pks: list[int]) -> dict[int, MemberStats]:
+        """Members per status of each list (forgotten ones included: the caller decides),
+        when someone last subscribed (the newest opt-in of a subscribed member) and when
+        someone last unsubscribed (the newest change of an unsubscribed member)."""
         if not list_pks:
             return {}
         rows = conn.execute(
-            select(members.c.list_pk, members.c.status, func.count())
+            select(
+                members.c.list_pk,
+                members.c.status,
+                func.count(),
+                func.max(members.c.last_changed),
+            )
             .where(members.c.list_pk.in_(list_pks))
             .group_by(members.c.list_pk, members.c.status)
         ).all()
-        result: dict[int, dict[str, int]] = {}
-        for list_pk, status, n in rows:
-            result.setdefault(list_pk, {})[status] = n
-        return result
+        counts: dict[int, dict[str, int]] = {}
+        unsubscribed: dict[int, str] = {}
+        for list_pk, status, n, last_changed in rows:
+            counts.setdefault(list_pk, {})[status] = int(n)
+            if status == "unsubscribed":
+                unsubscribed[list_pk] = last_changed or ""
+        opted_in = members.c.data["timestamp_opt"].as_string()
+        subscribed = dict(
+            conn.execute(
+                select(members.c.list_pk, func.max(opted_in))
+                .where(and_(members.c.list_pk.in_(list_pks), members.c.status == "subscribed"))
+                .group_by(members.c.list_pk)
+            ).all()
+        )
+        return {
+            list_pk: MemberStats(
+                by_status, subscribed.get(list_pk) or "", unsubscribed.get(list_pk, "")
+            )
+            for list_pk, by_status in counts.items()
+        }
 
 
 @functools.lru_cache(maxsize=1024)
@@ -206,5 +277,16 @@ def _merge_field_defs(fields: tuple[tuple[str, Any], ...]) -> tuple[MergeFieldDe
     defs: list[MergeFieldDef] = []
     for tag, raw in fields:
         data = load_json(raw)
-        defs.append(MergeFieldDef(tag, data["type"], bool(data["required"]), data["default_value"]))
+        options = data.get("options") or {}
+        defs.append(
+            MergeFieldDef(
+                tag,
+                data["type"],
+                bool(data["required"]),
+                data["default_value"],
+                date_format=str(options.get("date_format") or ""),
+                phone_format=str(options.get("phone_format") or ""),
+                choices=tuple(str(choice) for choice in options.get("choices") or ()),
+            )
+        )
     return tuple(defs)

@@ -6,12 +6,13 @@ hot path (docs/architecture.md, "A hot path below SQLAlchemy's execute").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import Connection, and_, bindparam, false, func, not_, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
-from conveyor.domain.audience import FORGOTTEN, MemberRow
+from conveyor.domain.audience import ARCHIVED, FORGOTTEN, MemberRow
 from conveyor.domain.clock import Clock, now_iso
 from conveyor.domain.ids import hex_id, subscriber_hash
 from conveyor.storage.errors import UniqueViolation, is_unique_violation
@@ -46,19 +47,32 @@ _MEMBER_BY_CONTACT = RawStatement(
         )
     )
 )
-_INSERT_MEMBER = RawStatement(
-    members.insert()
-    .values(
-        {
-            name: bindparam(name)
-            for name in (
-                "account_pk", "list_pk", "subscriber_hash", "email_address", "unique_email_id",
-                "contact_id", "status", "data", "last_changed",
-            )
-        }
-    )
-    .returning(members.c.web_id)
-)  # fmt: skip
+
+
+def _insert_member(insert: Any) -> RawStatement:
+    # ON CONFLICT DO NOTHING: an address another transaction added since our lookup gives no
+    # row back instead of an error, which on PostgreSQL would abort the whole transaction
+    # (a PUT then updates the member it raced with).
+    return RawStatement(
+        insert(members)
+        .values(
+            {
+                name: bindparam(name)
+                for name in (
+                    "account_pk", "list_pk", "subscriber_hash", "email_address",
+                    "unique_email_id", "contact_id", "status", "data", "last_changed",
+                )
+            }
+        )
+        .on_conflict_do_nothing(index_elements=["list_pk", "subscriber_hash"])
+        .returning(members.c.web_id)
+    )  # fmt: skip
+
+
+_INSERT_MEMBER = {
+    "postgresql": _insert_member(postgresql.insert),
+    "sqlite": _insert_member(sqlite.insert),
+}
 _UPDATE_MEMBER = RawStatement(
     members.update()
     .where(members.c.web_id == bindparam("b_web_id"))
@@ -70,6 +84,63 @@ _UPDATE_MEMBER = RawStatement(
         last_changed=bindparam("last_changed"),
     )
 )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberQuery:
+    """Which of a list's members a page shows, and in which order. Times are in the form
+    the API answers with (`domain.timestamps.answer_form`), so they compare as text."""
+
+    # One status; None: every member but archived (and erased) ones, as the real service.
+    status: str | None = None
+    email_type: str | None = None
+    unique_email_id: str | None = None
+    vip_only: bool = False
+    since_last_changed: str | None = None
+    before_last_changed: str | None = None
+    since_timestamp_opt: str | None = None
+    before_timestamp_opt: str | None = None
+    # Members whose `interests` mark these ids true: "any" of them, "all", or "none".
+    interest_ids: tuple[str, ...] = ()
+    interest_match: str = "any"
+    # "timestamp_opt", "timestamp_signup" or "last_changed"; None: the order of creation.
+    sort_field: str | None = None
+    descending: bool = False
+
+
+def _member_filters(query: MemberQuery) -> list[Any]:
+    data = members.c.data
+    where: list[Any] = []
+    if query.status:
+        where.append(members.c.status == query.status)
+    else:
+        where.append(members.c.status.not_in([FORGOTTEN, ARCHIVED]))
+    if query.email_type is not None:
+        where.append(data["email_type"].as_string() == query.email_type)
+    if query.unique_email_id is not None:
+        where.append(members.c.unique_email_id == query.unique_email_id)
+    if query.vip_only:
+        where.append(data["vip"].as_boolean() == true())
+    for column, since, before in (
+        (members.c.last_changed, query.since_last_changed, query.before_last_changed),
+        (data["timestamp_opt"].as_string(), query.since_timestamp_opt, query.before_timestamp_opt),
+    ):
+        if since is not None:
+            where.append(column >= since)
+        if before is not None:
+            where.append(and_(column != "", column < before))
+    if query.interest_ids:
+        marked = [
+            func.coalesce(data[("interests", interest)].as_boolean(), false()) == true()
+            for interest in query.interest_ids
+        ]
+        if query.interest_match == "all":
+            where.append(and_(*marked))
+        elif query.interest_match == "none":
+            where.append(not_(or_(*marked)))
+        else:
+            where.append(or_(*marked))
+    return where
 
 
 def member_key(raw: str) -> str:
@@ -124,7 +195,7 @@ class MemberStore:
             last_changed=now,
         )
         try:
-            inserted = _INSERT_MEMBER.first(
+            inserted = _INSERT_MEMBER[conn.dialect.name].first(
                 conn,
                 {
                     "account_pk": account_pk,
@@ -144,7 +215,8 @@ class MemberStore:
             if is_unique_violation(exc):
                 raise UniqueViolation(email) from None
             raise
-        assert inserted is not None
+        if inserted is None:
+            raise UniqueViolation(email)
         row.web_id = int(inserted[0])
         return row
 
@@ -195,26 +267,26 @@ class MemberStore:
         self,
         conn: Connection,
         list_pk: int,
-        status: str | None,
+        query: MemberQuery,
         count: int,
         offset: int,
     ) -> tuple[list[MemberRow], int]:
-        """One page of a list's members (of one status, or all but forgotten ones)."""
-        where = [members.c.list_pk == list_pk]
-        if status:
-            where.append(members.c.status == status)
-        else:
-            where.append(members.c.status != FORGOTTEN)
-        condition = and_(*where)
+        """One page of a list's members that pass `query`, and how many pass it."""
+        condition = and_(members.c.list_pk == list_pk, *_member_filters(query))
         total = conn.execute(
             select(func.count()).select_from(members).where(condition)
         ).scalar_one()
+        order: list[Any] = []
+        if query.sort_field is not None:
+            key = (
+                members.c.last_changed
+                if query.sort_field == "last_changed"
+                else members.c.data[query.sort_field].as_string()
+            )
+            order.append(key.desc() if query.descending else key)
+        order.append(members.c.web_id.desc() if query.descending else members.c.web_id)
         rows = conn.execute(
-            select(*_MEMBER_COLUMNS)
-            .where(condition)
-            .order_by(members.c.web_id)
-            .limit(count)
-            .offset(offset)
+            select(*_MEMBER_COLUMNS).where(condition).order_by(*order).limit(count).offset(offset)
         ).all()
         return [_member(row) for row in rows], int(total)
 

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, select, text
 
 from conveyor.storage.tables import lists, merge_fields
 
 
 class MergeFieldStore:
     def page(
-        self, conn: Connection, list_pk: int, count: int, offset: int
+        self,
+        conn: Connection,
+        list_pk: int,
+        count: int,
+        offset: int,
+        *,
+        type: str | None = None,
+        required: bool | None = None,
     ) -> tuple[list[Any], int]:
+        """One page of a list's merge fields, of one `type` and requiredness when given."""
         where = merge_fields.c.list_pk == list_pk
+        if type is not None:
+            where = and_(where, merge_fields.c.data["type"].as_string() == type)
+        if required is not None:
+            where = and_(where, merge_fields.c.data["required"].as_boolean() == required)
         total = conn.execute(
             select(func.count()).select_from(merge_fields).where(where)
         ).scalar_one()
@@ -73,3 +85,68 @@ class MergeFieldStore:
                 and_(merge_fields.c.list_pk == list_pk, merge_fields.c.merge_id == merge_id)
             )
         )
+
+    def count(self, conn: Connection, list_pks: list[int]) -> dict[int, int]:
+        """Merge fields per list."""
+        if not list_pks:
+            return {}
+        rows = conn.execute(
+            select(merge_fields.c.list_pk, func.count())
+            .where(merge_fields.c.list_pk.in_(list_pks))
+            .group_by(merge_fields.c.list_pk)
+        ).all()
+        return {int(list_pk): int(n) for list_pk, n in rows}
+
+    def drop_member_values(self, conn: Connection, list_pk: int, tag: str) -> None:
+        """Forget every member's value of a deleted field, as the real service does: a
+        field added later under the same tag starts empty."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "UPDATE members SET data = ((data::jsonb) #- CAST(:path AS text[]))::json"
+                    " WHERE list_pk = :list_pk"
+                    " AND jsonb_exists((data::jsonb) -> 'merge_fields', :tag)"
+                ),
+                {"path": ["merge_fields", tag], "list_pk": list_pk, "tag": tag},
+            )
+            return
+        path = _sqlite_path(tag)
+        conn.execute(
+            text(
+                "UPDATE members SET data = json_remove(data, :path)"
+                " WHERE list_pk = :list_pk AND json_type(data, :path) IS NOT NULL"
+            ),
+            {"path": path, "list_pk": list_pk},
+        )
+
+    def rename_member_values(self, conn: Connection, list_pk: int, old: str, new: str) -> None:
+        """Members' values of a field follow it to its new tag."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "UPDATE members SET data = jsonb_set("
+                    "(data::jsonb) #- CAST(:old_path AS text[]), CAST(:new_path AS text[]),"
+                    " (data::jsonb) #> CAST(:old_path AS text[]))::json"
+                    " WHERE list_pk = :list_pk"
+                    " AND jsonb_exists((data::jsonb) -> 'merge_fields', :old)"
+                ),
+                {
+                    "old_path": ["merge_fields", old],
+                    "new_path": ["merge_fields", new],
+                    "list_pk": list_pk,
+                    "old": old,
+                },
+            )
+            return
+        conn.execute(
+            text(
+                "UPDATE members SET data = json_set(json_remove(data, :old), :new, data -> :old)"
+                " WHERE list_pk = :list_pk AND json_type(data, :old) IS NOT NULL"
+            ),
+            {"old": _sqlite_path(old), "new": _sqlite_path(new), "list_pk": list_pk},
+        )
+
+
+def _sqlite_path(tag: str) -> str:
+    # Tags hold only A-Z, 0-9 and _ (checked by the handler): quoting needs no escapes.
+    return f'$.merge_fields."{tag}"'
