@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from conveyor.batches.engine import BatchEngine
+from conveyor.batches.group_hooks import HookChain
 from conveyor.batches.service import BatchService
 from conveyor.batches.webhook_http import Outbound
 from conveyor.batches.webhooks import WebhookService
@@ -102,7 +103,13 @@ class Services:
             self.batch_store,
             self.webhook_store,
             self.idempotency_keys,
+            self.group_hooks,
         )
+
+    @cached_property
+    def group_hooks(self) -> HookChain:
+        """What watches the engine's groups; the emulator and the metrics add theirs."""
+        return HookChain()
 
     @cached_property
     def batches(self) -> BatchService:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
 from conveyor.batches.executor import run_group
+from conveyor.batches.group_hooks import GroupHooks, NoHooks
 from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
 from conveyor.domain.chunking import plan_groups
@@ -44,11 +45,13 @@ class BatchEngine:
     store: BatchStore
     webhook_store: WebhookStore
     idempotency_keys: IdempotencyStore
+    hooks: GroupHooks = field(default_factory=NoHooks)
 
     # --- preprocess ----------------------------------------------------------------------
 
     def preprocess(self, batch_id: str) -> list[FollowUp]:
         store = self.store
+        self.hooks.before_start(batch_id)
         with self.database.write() as conn:
             store.move(conn, batch_id, BatchStatus.PENDING, BatchStatus.PREPROCESSING)
         with self.database.write() as conn:
@@ -82,7 +85,7 @@ class BatchEngine:
                         outcome = run_group(
                             conn, store, self.routes, account, claim, group.start, group.stop,
                             api_root=batch.api_root, page_size=settings.page_size,
-                            lease_seconds=settings.lease_seconds,
+                            lease_seconds=settings.lease_seconds, hooks=self.hooks,
                         )  # fmt: skip
                     except BatchNotRunning:
                         # Canceled (or deleted) while this group ran: none of it happened.
@@ -99,6 +102,7 @@ class BatchEngine:
                         log.info("batch %s chunk %s: claim lost, stopping", batch_id, claim.seq)
                         return []
                     transaction.commit()
+                    self.hooks.after_commit(account, batch_id, outcome.ran)
         except BaseException:
             # The failed group rolled back whole; hand the chunk back now, so the broker's
             # retry resumes it from the last commit instead of waiting out the lease (and

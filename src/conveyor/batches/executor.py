@@ -7,12 +7,13 @@ counters commit together or not at all, so no effect is applied twice and no res
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
 
+from conveyor.batches.group_hooks import GroupHooks, NoHooks, RanOperation
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
@@ -33,6 +34,7 @@ class GroupOutcome:
     committed: bool
     operations: int = 0
     errored: int = 0
+    ran: list[RanOperation] = field(default_factory=list)
 
 
 _SELECTION = ("fields", "exclude_fields")
@@ -140,6 +142,7 @@ def run_group(
     api_root: str,
     page_size: int,
     lease_seconds: float,
+    hooks: GroupHooks | None = None,
 ) -> GroupOutcome:
     """Run operations [start, stop) of a claimed chunk inside the caller's transaction.
 
@@ -147,15 +150,28 @@ def run_group(
     """
     if not store.advance_chunk(conn, claim, start, stop, lease_seconds):
         return GroupOutcome(committed=False)
+    hooks = hooks or NoHooks()
+    intercepts = hooks.intercepts(account)
     rows: list[dict[str, Any]] = []
+    ran: list[RanOperation] = []
     finished = errored = 0
     extra_pages = 0
     for op in store.load_operations(conn, claim.batch_id, start, stop):
         params = orjson.loads(op.params) if op.params else {}
-        results = run_operation(
-            conn, routes, account, op.method, op.path, params, op.body,
-            api_root=api_root, page_size=page_size,
-        )  # fmt: skip
+        answer = (
+            hooks.before_operation(account, claim.batch_id, op.method, op.path)
+            if intercepts
+            else None
+        )
+        if answer is not None:
+            results = [OperationResult(answer.status_code, answer.response)]
+        else:
+            results = run_operation(
+                conn, routes, account, op.method, op.path, params, op.body,
+                api_root=api_root, page_size=page_size,
+            )  # fmt: skip
+        code = results[0].status_code
+        ran.append(RanOperation(op.seq, op.operation_id, op.method, op.path, params, op.body, code))
         extra_pages += len(results) - 1
         for page, result in enumerate(results):
             rows.append(
@@ -172,4 +188,4 @@ def run_group(
             if not is_success(result.status_code):
                 errored += 1
     store.record_results(conn, claim.batch_id, rows, finished, errored, extra_pages)
-    return GroupOutcome(committed=True, operations=finished, errored=errored)
+    return GroupOutcome(committed=True, operations=finished, errored=errored, ran=ran)
