@@ -428,8 +428,15 @@ def check_response(
 # --- hooking it into a client --------------------------------------------------------------
 
 
+# Streams end when the server ends them (an event stream when its batch finishes): reading one
+# here, inside the client's response hook, would hold the caller until then.
+_STREAMED = ("text/event-stream", "application/x-ndjson")
+
+
 def _worth_reading(response: Response) -> bool:
     content_type = response.headers.get("content-type", "")
+    if content_type.startswith(_STREAMED):
+        return False
     return not content_type or "json" in content_type or content_type.startswith("text/")
 
 

@@ -75,7 +75,9 @@ class EventReader(threading.Thread):
         self.ended = False
 
     def run(self) -> None:
-        with connect_sse(self.api, "GET", f"batches/{self.batch_id}/events") as source:
+        # The client is this thread's own: closed however the stream ends, so a failed test
+        # leaves no socket behind for a later test's unraisable-warning check to find.
+        with self.api, connect_sse(self.api, "GET", f"batches/{self.batch_id}/events") as source:
             assert source.response.status_code == 200, source.response.read()
             self.opened.set()
             for event in source.iter_sse():
@@ -86,8 +88,15 @@ class EventReader(threading.Thread):
 def test_a_30000_operation_batch_seen_while_it_runs_and_steered_after(
     start_server: StartServer,
 ) -> None:
+    # Small groups and one worker thread keep the batch running long enough to be watched,
+    # however fast this machine runs it.
     server = start_server(
-        env={"CONVEYOR_MAX_CONCURRENT_REQUESTS": "3", "CONVEYOR_MAX_EVENT_STREAMS": "1"}
+        env={
+            "CONVEYOR_MAX_CONCURRENT_REQUESTS": "3",
+            "CONVEYOR_MAX_EVENT_STREAMS": "1",
+            "CONVEYOR_BATCH_GROUP_SIZE": "20",
+            "CONVEYOR_BATCH_WORKER_THREADS": "1",
+        }
     )
     api = api_client(server, timeout=120)
     list_id = create_list(api)
@@ -97,9 +106,12 @@ def test_a_30000_operation_batch_seen_while_it_runs_and_steered_after(
     reader = EventReader(api_client(server, timeout=300), batch_id)
     reader.start()
     assert reader.opened.wait(30)
-    # One stream per account here: a second is refused, and took no request slot meanwhile.
+    # One stream per account here: a second is refused while the first is open, and took no
+    # request slot meanwhile. Only a first stream already ended (the batch done) frees it.
     second = api.get(f"batches/{batch_id}/events")
-    assert second.status_code == 429, second.text
+    if second.status_code != 429:
+        reader.join(30)
+        assert reader.ended, second.text
 
     # While it runs, the view already holds results and pending operations side by side.
     seen_running = None
@@ -113,8 +125,10 @@ def test_a_30000_operation_batch_seen_while_it_runs_and_steered_after(
             if succeeded["total_items"] and pending["total_items"]:
                 assert all(i["status_code"] == 200 for i in succeeded["operations"])
                 assert all(i["status_code"] is None for i in pending["operations"])
-                total = sum(v["total_items"] for v in (succeeded, pending, failed))
-                assert total == TOTAL
+                # Each status is read at its own moment of a running batch; the whole view
+                # (one read) always holds every operation once.
+                assert view(api, batch_id, count=1)["total_items"] == TOTAL
+                assert failed["total_items"] <= TOTAL // INVALID_EVERY
                 seen_running = succeeded["total_items"]
     print(f"seen while running: {seen_running:,} of {TOTAL:,} succeeded")
 
@@ -139,7 +153,6 @@ def test_a_30000_operation_batch_seen_while_it_runs_and_steered_after(
 
     # The progress stream said so as it went, then `finished`, then ended.
     reader.join(60)
-    reader.api.close()
     assert reader.ended
     names = [name for name, _ in reader.events]
     assert names[-1] == "finished" and names.count("finished") == 1
