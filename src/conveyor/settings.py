@@ -52,6 +52,11 @@ class BatchSettings(_Section):
     max_operations: Positive = 1_000_000
     max_body_bytes: Positive = 1024 * 1024 * 1024
     max_unstarted_batches: Positive = 500
+    # One operation is one API call: its body is held to a request's limit, its path and
+    # params to a URL's, its operation_id to a size a result can carry (docs/security.md).
+    max_operation_body_bytes: Positive = 4 * 1024 * 1024
+    max_operation_id_chars: Positive = 8_192
+    max_operation_path_chars: Positive = 16_384
     chunk_size: Positive = 2_500
     group_size: Positive = 500
     worker_threads: Positive = 2

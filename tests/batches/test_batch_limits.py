@@ -174,3 +174,37 @@ def test_batches_older_than_retention_are_not_listed(api: ApiUser, services: Ser
     assert services.engine.purge_expired() == 1
     assert batch_rows(services, old) == NO_ROWS
     assert batch_rows(services, new)["batches"] == 1
+
+
+# --- one operation's size ------------------------------------------------------------------------
+
+
+def _member_put(list_hint: str, body: str, operation_id: str = "op") -> dict[str, str]:
+    return {"method": "PUT", "path": f"lists/{list_hint}/members/x", "body": body,
+            "operation_id": operation_id}  # fmt: skip
+
+
+@pytest.mark.batch_settings(
+    max_operation_body_bytes=1_000, max_operation_id_chars=50, max_operation_path_chars=200
+)
+@pytest.mark.parametrize(
+    ("operation", "field"),
+    [
+        # 250 characters of 4 bytes each: over the byte limit, though under it in characters.
+        (_member_put("l1", '{"merge_fields": {"FNAME": "' + "😀" * 250 + '"}}'), "body"),
+        (_member_put("l1", "{}", operation_id="o" * 51), "operation_id"),
+        ({"method": "GET", "path": "lists/" + "p" * 200}, "path"),
+        ({"method": "GET", "path": "lists", "params": {"fields": "f" * 200}}, "path"),
+    ],
+    ids=["body in bytes", "operation_id", "path", "params"],
+)
+def test_an_operation_larger_than_a_request_refuses_the_batch(
+    api: ApiUser, services: Services, operation: dict[str, object], field: str
+) -> None:
+    fine = _member_put("l1", '{"merge_fields": {"FNAME": "' + "a" * 900 + '"}}', "o" * 50)
+    response = api.client.post("/3.0/batches", json={"operations": [fine, fine, operation]})
+    problem = assert_problem(response, 400)
+    assert f"operations[2].{field}" in problem["detail"]
+    assert account_batch_ids(services, api.account_id) == []
+    # Nothing was kept of it: the next batch is taken whole.
+    assert submit(api.client, [fine])["total_operations"] == 1

@@ -22,6 +22,7 @@ from conveyor.batches.results_view import results_dropped
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.idempotency import HEADER, BodyDigest
+from conveyor.domain.operation_limits import OperationLimits, check_operation_size
 from conveyor.domain.operations import (
     InvalidBatchBody,
     MalformedJson,
@@ -129,7 +130,12 @@ class BatchService:
             parsed = aiter_operations(
                 _hashed(capped, digest), max_operations=settings.max_operations
             )
-            async for operation in _storable(parsed):
+            limits = OperationLimits(
+                body_bytes=settings.max_operation_body_bytes,
+                operation_id_chars=settings.max_operation_id_chars,
+                path_chars=settings.max_operation_path_chars,
+            )
+            async for operation in _storable(parsed, limits):
                 page.append(operation)
                 if len(page) >= settings.ingest_page_size:
                     await self._store_page(batch_id, total, page)
@@ -387,8 +393,11 @@ async def _hashed(stream: AsyncIterator[bytes], digest: BodyDigest) -> AsyncIter
         yield chunk
 
 
-async def _storable(operations: AsyncIterator[Operation]) -> AsyncIterator[Operation]:
-    """The operations, refusing text that neither database can store.
+async def _storable(
+    operations: AsyncIterator[Operation], limits: OperationLimits
+) -> AsyncIterator[Operation]:
+    """The operations, refusing text that neither database can store and operations larger
+    than one request may be.
 
     JSON may escape a lone surrogate (`"\\udc00"`) or NUL (`"\\u0000"`); neither is a
     character UTF-8 can carry into SQLite or PostgreSQL (whose text has no NUL at all). The
@@ -404,6 +413,7 @@ async def _storable(operations: AsyncIterator[Operation]) -> AsyncIterator[Opera
         except UnicodeDecodeError:
             raise MalformedJson(_UNSTORABLE_JSON) from None
         _check_storable(operation, index)
+        check_operation_size(operation, index, limits)
         yield operation
         index += 1
 
