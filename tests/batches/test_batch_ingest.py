@@ -18,7 +18,6 @@ from tests.batches.support import (
     fetch_archive,
     get_batch,
     orphan_rows,
-    response_of,
     submit,
 )
 from tests.conftest import ApiUser
@@ -233,23 +232,25 @@ TEN_MB = 10 * 1024 * 1024
 
 
 def test_ten_megabyte_strings(api: ApiUser, services: Services) -> None:
+    """The parser takes ten megabytes in any string; one operation holds no more than one
+    request may (docs/security.md), so such an operation refuses its batch, naming it."""
     big = "x" * TEN_MB
-    operations = [
-        {"method": "POST", "path": "lists", "body": big, "operation_id": "body"},
-        {"method": "GET", "path": "lists/" + big, "operation_id": "path"},
-        {"method": "GET", "path": "lists", "operation_id": "id-" + big},
-    ]
-    body = orjson.dumps({"operations": operations, "extra": big})
+    # Outside the operations, a member the batch does not read is skipped whatever its size.
+    small = {"method": "GET", "path": "lists", "operation_id": "small"}
+    body = orjson.dumps({"operations": [small], "extra": big})
     response = _post(api, body)
     assert response.status_code == 200, response.text[:300]
-    batch_id = response.json()["id"]
-    drive(services, batch_id)
-    done = get_batch(api.client, batch_id)
-    by_id = fetch_archive(api.client, done).by_operation_id()
-    assert by_id["body"][0]["status_code"] == 400
-    assert response_of(by_id["body"][0])["title"] == "JSON Parse Exception"
-    assert by_id["path"][0]["status_code"] == 400
-    assert by_id["id-" + big][0]["status_code"] == 200
+    drive(services, response.json()["id"])
+    assert get_batch(api.client, response.json()["id"])["finished_operations"] == 1
+    for field, operation in [
+        ("body", {"method": "POST", "path": "lists", "body": big}),
+        ("path", {"method": "GET", "path": "lists/" + big}),
+        ("operation_id", {"method": "GET", "path": "lists", "operation_id": "id-" + big}),
+    ]:
+        response = _post(api, orjson.dumps({"operations": [small, operation], "extra": big}))
+        problem = assert_problem(response, 400)
+        assert len(response.content) < 2_000  # named, not echoed
+        assert problem["errors"][0]["field"] == f"operations[1].{field}", problem
 
 
 def test_ten_megabyte_string_where_it_does_not_belong(api: ApiUser, nothing_stored: None) -> None:
