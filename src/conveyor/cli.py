@@ -109,6 +109,53 @@ def api(**flags: Any) -> None:
         services.close()
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to bind [env CONVEYOR_HOST; 127.0.0.1]")
+@click.option("--port", type=int, default=None,
+              help="Port, 0 for any free one [env CONVEYOR_PORT; 8000]")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Keep the data here [default: a fresh temporary folder]")  # fmt: skip
+@click.option("--public-url", default=None, help="Base URL clients use [env CONVEYOR_PUBLIC_URL]")
+def emulate(data_dir: Path | None, **flags: Any) -> None:
+    """Run a Mailchimp for tests: any well-formed key works, test controls at /_conveyor/.
+
+    Prints the API's base URL on stdout (`--port 0` picks a free port).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from conveyor.http.app import create_app
+    from conveyor.runtime.embedded import embedded_runtime
+
+    scratch = None if data_dir else Path(tempfile.mkdtemp(prefix="conveyor-emulate-"))
+    # A test run wants the URL, not the migration log: warnings only unless asked.
+    quiet = None if os.environ.get("CONVEYOR_LOG_LEVEL") else "warning"
+    settings = _settings(**flags, data_dir=data_dir or scratch, emulate=True, log_level=quiet)
+    _configure_logging(settings.log_level)
+    listener = _listen(settings)
+    services = _open(settings)
+    runtime = embedded_runtime(services)
+    runtime.start()
+    try:
+        app = create_app(services, runtime.dispatcher.send, readiness={"runtime": runtime.check})
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        base = (settings.public_url or f"http://{shown}:{port}").rstrip("/")
+        click.echo(f"{base}/3.0")
+        click.echo(
+            "Conveyor emulator: any key <32 hex>-<dc> works (e.g. "
+            f"{'0' * 32}-us1); test controls at {base}/_conveyor/",
+            err=True,
+        )
+        _serve_http(app, settings, listener)
+    finally:
+        runtime.stop()
+        services.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _listen(settings: Settings) -> socket.socket:
     """Bind the listening socket first: a busy port is one clear line, before anything else
     starts, and the real port (of `--port 0` too) is known before it is announced."""

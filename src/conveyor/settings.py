@@ -116,6 +116,11 @@ class Settings(_Section):
     # Where the per-account connection limit is counted across API processes: a redis://
     # URL, "database" (PostgreSQL), or absent = this process only.
     limiter_url: str | None = None
+    # `conveyor emulate`: any well-formed key gets its own account on first use, and the test
+    # controls under /_conveyor/ are served without a token (docs/emulator.md).
+    emulate: bool = False
+    # On a normal server, serves the test controls to requests that carry this token.
+    admin_token: str | None = Field(default=None, repr=False)
     limits: Limits = Field(default_factory=Limits)
     batches: BatchSettings = Field(default_factory=BatchSettings)
 
@@ -147,6 +152,11 @@ class Settings(_Section):
             if isinstance(value, str) and name and name.endswith("_url"):
                 value = mask_password(value)
             yield name, value
+
+    @property
+    def test_controls(self) -> bool:
+        """Whether /_conveyor/ (and the request journal and faults behind it) is on."""
+        return self.emulate or bool(self.admin_token)
 
     @property
     def resolved_database_url(self) -> str:
