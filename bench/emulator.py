@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.report import Figure, print_table, write_json
 from conveyor.testing.emulator import EmulatorServer
@@ -63,8 +64,9 @@ def _first_answer(url: str, key: str, deadline: float) -> None:
     raise RuntimeError(f"no answer from {url}")
 
 
-def _start_and_answer(command: list[str], data_dir: Path | None) -> float:
-    """Milliseconds from spawn to the first 200 of /3.0/ping, the process then stopped."""
+def _start_and_answer(command: list[str], data_dir: Path | None) -> tuple[float, float]:
+    """Milliseconds from spawn to the first 200 of /3.0/ping, and the CPU milliseconds the
+    server process spent until then (steadier than wall time on a shared machine)."""
     conveyor = str(Path(sys.executable).parent / "conveyor")
     args = [conveyor, *command, "--port", "0"]
     if data_dir is not None:
@@ -86,7 +88,9 @@ def _start_and_answer(command: list[str], data_dir: Path | None) -> float:
                     raise RuntimeError("serve ended before announcing its URL")
                 url = line.strip().rsplit(" ", 1)[-1] if "/3.0" in line else ""
         _first_answer(url, key, started + 60)
-        return (time.monotonic() - started) * 1000
+        wall = (time.monotonic() - started) * 1000
+        cpu = psutil.Process(process.pid).cpu_times()
+        return wall, (cpu.user + cpu.system) * 1000
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -147,10 +151,16 @@ def main() -> None:
 
     emulate_ms: list[float] = []
     serve_ms: list[float] = []
+    emulate_cpu_ms: list[float] = []
+    serve_cpu_ms: list[float] = []
     for _ in range(options.rounds):
-        emulate_ms.append(_start_and_answer(["emulate"], None))
+        wall, cpu = _start_and_answer(["emulate"], None)
+        emulate_ms.append(wall)
+        emulate_cpu_ms.append(cpu)
         with tempfile.TemporaryDirectory() as scratch:
-            serve_ms.append(_start_and_answer(["serve"], Path(scratch)))
+            wall, cpu = _start_and_answer(["serve"], Path(scratch))
+        serve_ms.append(wall)
+        serve_cpu_ms.append(cpu)
 
     class Accept(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -191,6 +201,10 @@ def main() -> None:
                latency_ms=_summary(emulate_ms)),
         Figure("a. conveyor serve (fresh data dir): spawn to first answer",
                statistics.median(serve_ms), "ms", latency_ms=_summary(serve_ms)),
+        Figure("a. conveyor emulate: CPU time of the server until then",
+               statistics.median(emulate_cpu_ms), "ms", latency_ms=_summary(emulate_cpu_ms)),
+        Figure("a. conveyor serve: CPU time of the server until then",
+               statistics.median(serve_cpu_ms), "ms", latency_ms=_summary(serve_cpu_ms)),
         Figure("b. plugin reset, empty", statistics.median(empty_ms), "ms",
                latency_ms=_summary(empty_ms)),
         Figure("b. plugin reset after a typical test", statistics.median(after_test_ms), "ms",

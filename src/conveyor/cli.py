@@ -41,7 +41,33 @@ def with_database_options(func: Any) -> Any:
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ConveyorGroup(click.Group):
+    """The server commands are defined below; the client's (`batch`, `members`, `webhooks`,
+    `lists`) are added on first need: importing them took ~0.4 s, too much of the second
+    `conveyor emulate` has to start in (bench/emulator.py)."""
+
+    _client_added = False
+
+    def _add_client_commands(self) -> None:
+        if not self._client_added:
+            self._client_added = True
+            from conveyor.client.cli import register
+
+            register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._client_added:
+            self._add_client_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_client_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_ConveyorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="conveyor", prog_name="conveyor")
 def main() -> None:
     """Conveyor: a self-hostable, Mailchimp-compatible batch operations server."""
@@ -382,15 +408,6 @@ def keys_revoke(key: str, **flags: Any) -> None:
     if not revoked:
         raise click.ClickException("no such active key")
     click.echo("revoked", err=True)
-
-
-def _register_client_commands() -> None:
-    from conveyor.client.cli import register
-
-    register(main)
-
-
-_register_client_commands()
 
 
 def _configure_logging(level: str) -> None:
