@@ -149,6 +149,7 @@ def emulate(data_dir: Path | None, **flags: Any) -> None:
     """
     import os
     import shutil
+    import signal
     import tempfile
 
     from conveyor.http.app import create_app
@@ -158,6 +159,10 @@ def emulate(data_dir: Path | None, **flags: Any) -> None:
     # A test run wants the URL, not the migration log: warnings only unless asked.
     quiet = None if os.environ.get("CONVEYOR_LOG_LEVEL") else "warning"
     settings = _settings(**flags, data_dir=data_dir or scratch, emulate=True, log_level=quiet)
+    # uvicorn hands a stop signal back to the handler it found once it has shut down: end
+    # normally then, so the temporary data dir is removed (a test harness sends SIGTERM).
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
     _configure_logging(settings.log_level)
     listener = _listen(settings)
     services = _open(settings)
