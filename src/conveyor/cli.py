@@ -152,6 +152,7 @@ def emulate(data_dir: Path | None, **flags: Any) -> None:
     import signal
     import tempfile
 
+    from conveyor.emulator.template import seed_database
     from conveyor.http.app import create_app
     from conveyor.runtime.embedded import embedded_runtime
 
@@ -165,7 +166,8 @@ def emulate(data_dir: Path | None, **flags: Any) -> None:
         signal.signal(stop, lambda *_: sys.exit(0))
     _configure_logging(settings.log_level)
     listener = _listen(settings)
-    services = _open(settings)
+    seeded = not settings.database_url and seed_database(settings.data_dir)
+    services = _open(settings, migrate=not seeded)
     runtime = embedded_runtime(services)
     runtime.start()
     try:
@@ -206,12 +208,12 @@ def _listen(settings: Settings) -> socket.socket:
     return listener
 
 
-def _open(settings: Settings) -> Services:
+def _open(settings: Settings, *, migrate: bool = True) -> Services:
     from conveyor.composition import open_services
     from conveyor.storage.database import DatabaseUnavailable
 
     try:
-        return open_services(settings)
+        return open_services(settings, migrate=migrate)
     except DatabaseUnavailable as exc:
         variable = "CONVEYOR_DATABASE_URL" if settings.database_url else "CONVEYOR_DATA_DIR"
         click.echo(f"Error: {variable}: {exc}", err=True)

@@ -23,13 +23,15 @@ def test_emulate_prints_its_url_takes_any_key_and_leaves_nothing_behind(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=child_env({"TMPDIR": str(tmp_path)}),
+        env=child_env({"TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}),
     )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/3\.0", url), url
         scratch = list(tmp_path.glob("conveyor-emulate-*"))
+        # Seeded from the template the migrations made, in the cache folder.
+        assert len(list((tmp_path / "cache" / "conveyor").glob("emulate-*.db"))) == 1
         assert len(scratch) == 1 and (scratch[0] / "conveyor.db").exists()
         with httpx.Client(base_url=url, timeout=10) as client:
             assert client.get("/ping", auth=("x", KEY)).json() == {
@@ -52,7 +54,7 @@ def test_emulate_keeps_a_data_dir_it_is_given(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=child_env(),
+        env=child_env({"XDG_CACHE_HOME": str(tmp_path / "cache")}),
     )
     try:
         assert process.stdout is not None

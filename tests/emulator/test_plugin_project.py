@@ -11,15 +11,18 @@ PROJECT = Path(__file__).parent.parent / "emulator_project"
 README = Path(__file__).parent.parent.parent / "README.md"
 
 
-def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "PYTEST_"))}
+def _environment(cache: Path) -> dict[str, str]:
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "PYTEST_"))}
+    return {**kept, "XDG_CACHE_HOME": str(cache)}
 
 
-def test_the_emulator_project_passes_with_only_the_plugin_and_the_official_clients() -> None:
+def test_the_emulator_project_passes_with_only_the_plugin_and_the_official_clients(
+    tmp_path: Path,
+) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", str(PROJECT)],
         cwd=PROJECT,
-        env=_environment(),
+        env=_environment(tmp_path / "cache"),
         capture_output=True,
         text=True,
         timeout=300,

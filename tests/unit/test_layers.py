@@ -31,9 +31,18 @@ ALLOWED: dict[str, set[str]] = {
     # The composition root and the entry points wire everything.
     "composition": {"domain", "storage", "marketing", "batches", "settings", "emulator"},
     # The pytest plugin starts an in-process server, as `conveyor emulate` does.
-    "testing": {"composition", "http", "runtime", "settings", "domain"},
+    "testing": {"composition", "http", "runtime", "settings", "domain", "emulator"},
     "worker_entry": {"composition", "runtime", "settings"},
-    "cli": {"composition", "http", "runtime", "storage", "client", "settings", "domain"},
+    "cli": {
+        "composition",
+        "http",
+        "runtime",
+        "storage",
+        "client",
+        "settings",
+        "domain",
+        "emulator",
+    },
 }
 
 # Third-party packages a part must not know.

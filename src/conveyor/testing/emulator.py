@@ -18,6 +18,7 @@ import httpx
 import uvicorn
 
 from conveyor.composition import Services, open_services
+from conveyor.emulator.template import seed_database
 from conveyor.http.app import create_app
 from conveyor.http.wire import uvicorn_options
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
@@ -167,7 +168,7 @@ class EmulatorServer:
     @classmethod
     def start(cls, data_dir: Path, *, api_key: str | None = None) -> EmulatorServer:
         settings = Settings(data_dir=data_dir, emulate=True, log_level="warning")
-        services = open_services(settings)
+        services = open_services(settings, migrate=not seed_database(data_dir))
         runtime = embedded_runtime(services)
         runtime.start()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
