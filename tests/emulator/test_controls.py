@@ -384,3 +384,21 @@ def test_pace_holds_a_batch_to_its_operations_per_second(
     _submit(emulator, member_posts(_list(emulator), 4))
     runtime.join()
     assert time.monotonic() - started >= 0.4
+
+
+def test_a_reset_while_a_batch_runs_leaves_nothing_and_the_server_working(
+    emulator: TestClient, runtime: EmbeddedRuntime, services: Services
+) -> None:
+    emulator.post("/_conveyor/pace", json={"batch_start_delay_ms": 200})
+    list_id = _list(emulator)
+    _submit(emulator, member_posts(list_id, 50))
+    assert emulator.post("/_conveyor/reset").status_code == 200
+    runtime.join()
+    with services.database.read() as conn:
+        left = WipeStore(services.clock).remaining_rows(conn)
+    assert left == dict.fromkeys(left, 0)
+    list_id = _list(emulator)
+    batch_id = _submit(emulator, member_posts(list_id, 3))
+    runtime.join()
+    done = emulator.get(f"/3.0/batches/{batch_id}", auth=as_key(KEY)).json()
+    assert (done["status"], done["finished_operations"]) == ("finished", 3)
