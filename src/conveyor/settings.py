@@ -187,6 +187,9 @@ class Settings(_Section):
         Raises `SettingsError` with one line per bad value, naming its variable.
         """
         given = {name: value for name, value in overrides.items() if value is not None}
+        # Only `conveyor emulate` turns emulate mode on: a stray CONVEYOR_EMULATE must never
+        # make a real server take any key.
+        given.setdefault("emulate", False)
         problems: list[str] = []
         sections: tuple[tuple[str, type[_Section], str], ...] = (
             ("limits", Limits, ""),

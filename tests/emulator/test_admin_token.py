@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from conveyor.composition import Services
 from conveyor.http.app import create_app
+from conveyor.settings import Settings
 from tests.emulator.conftest import KEY, as_key
 
 TOKEN = "s3cret-admin-token"
@@ -48,3 +49,9 @@ def test_with_an_admin_token_the_controls_need_it(with_token: TestClient) -> Non
     assert with_token.post("/_conveyor/reset", headers=admin).status_code == 200
     # Keys are not adopted outside emulate mode.
     assert with_token.get("/3.0/ping", auth=as_key(KEY)).status_code == 401
+
+
+def test_the_environment_cannot_turn_emulate_mode_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_EMULATE", "true")
+    assert Settings.from_env().emulate is False
+    assert Settings.from_env(emulate=True).emulate is True
