@@ -402,3 +402,25 @@ def test_a_reset_while_a_batch_runs_leaves_nothing_and_the_server_working(
     runtime.join()
     done = emulator.get(f"/3.0/batches/{batch_id}", auth=as_key(KEY)).json()
     assert (done["status"], done["finished_operations"]) == ("finished", 3)
+
+
+def test_advancing_the_clock_expires_signed_urls_and_idempotency_keys(
+    emulator: TestClient, runtime: EmbeddedRuntime
+) -> None:
+    operations = member_posts(_list(emulator), 1)
+    headers = {"Idempotency-Key": "signup-42"}
+    body = {"operations": operations}
+    first = emulator.post("/3.0/batches", json=body, headers=headers, auth=as_key(KEY)).json()
+    runtime.join()
+    emulator.auth = as_key(KEY)
+    url = get_batch(emulator, first["id"])["response_body_url"]
+    assert emulator.get(url, auth=None).status_code == 200
+
+    emulator.post("/_conveyor/clock", json={"advance": 11 * 60})
+    assert emulator.get(url, auth=None).status_code == 403  # signed for ten minutes
+    again = emulator.post("/3.0/batches", json=body, headers=headers).json()
+    assert again["id"] == first["id"]  # the key still holds
+
+    emulator.post("/_conveyor/clock", json={"advance": 24 * 3600})
+    later = emulator.post("/3.0/batches", json=body, headers=headers).json()
+    assert later["id"] != first["id"]  # 24 hours on, the key is free again
