@@ -184,6 +184,8 @@ class TestControlEndpoints:
 def _since(value: str | None) -> float | None:
     if not value:
         return None
+    # An unencoded `+00:00` in a query string arrives as ` 00:00`.
+    value = value.strip().replace(" ", "+")
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
