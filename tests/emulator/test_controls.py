@@ -424,3 +424,27 @@ def test_advancing_the_clock_expires_signed_urls_and_idempotency_keys(
     emulator.post("/_conveyor/clock", json={"advance": 24 * 3600})
     later = emulator.post("/3.0/batches", json=body, headers=headers).json()
     assert later["id"] != first["id"]  # 24 hours on, the key is free again
+
+
+def test_a_fault_in_both_places_counts_its_times_across_them(
+    emulator: TestClient, runtime: EmbeddedRuntime
+) -> None:
+    list_id = _list(emulator)
+    rule = {"method": "POST", "path": "/3.0/lists/*/members", "status": 500, "times": 2}
+    emulator.post("/_conveyor/faults", json={**rule, "in": "both"})
+    body = {"email_address": "direct@example.org", "status": "subscribed"}
+    direct = emulator.post(f"/3.0/lists/{list_id}/members", json=body, auth=as_key(KEY))
+    assert direct.status_code == 500
+    batch_id = _submit(emulator, member_posts(list_id, 3))
+    runtime.join()
+    ran = _requests(emulator, batch_id=batch_id)
+    assert [e["status"] for e in ran] == [500, 200, 200]
+    assert emulator.get("/_conveyor/faults").json()["faults"][0]["fired"] == 2
+
+
+def test_the_journal_of_one_account(emulator: TestClient) -> None:
+    emulator.get("/3.0/ping", auth=as_key(KEY))
+    emulator.get("/3.0/lists", auth=as_key(OTHER_KEY))
+    assert [e["path"] for e in _requests(emulator, api_key=OTHER_KEY)] == ["/3.0/lists"]
+    assert emulator.delete("/_conveyor/requests", params={"api_key": KEY}).status_code == 204
+    assert [e["path"] for e in _requests(emulator)] == ["/3.0/lists"]
