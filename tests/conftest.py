@@ -26,6 +26,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
 # pytest's `record_property` fixture: a name and a value for the test report.
 RecordProperty = Callable[[str, object], None]
 
+# A project of its own, run in its own pytest process (tests/emulator/test_plugin_project.py).
+collect_ignore = ["emulator_project"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

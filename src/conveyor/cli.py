@@ -41,7 +41,33 @@ def with_database_options(func: Any) -> Any:
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ConveyorGroup(click.Group):
+    """The server commands are defined below; the client's (`batch`, `members`, `webhooks`,
+    `lists`) are added on first need: importing them took ~0.4 s, too much of the second
+    `conveyor emulate` has to start in (bench/emulator.py)."""
+
+    _client_added = False
+
+    def _add_client_commands(self) -> None:
+        if not self._client_added:
+            self._client_added = True
+            from conveyor.client.cli import register
+
+            register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._client_added:
+            self._add_client_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_client_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_ConveyorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="conveyor", prog_name="conveyor")
 def main() -> None:
     """Conveyor: a self-hostable, Mailchimp-compatible batch operations server."""
@@ -109,6 +135,60 @@ def api(**flags: Any) -> None:
         services.close()
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to bind [env CONVEYOR_HOST; 127.0.0.1]")
+@click.option("--port", type=int, default=None,
+              help="Port, 0 for any free one [env CONVEYOR_PORT; 8000]")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Keep the data here [default: a fresh temporary folder]")  # fmt: skip
+@click.option("--public-url", default=None, help="Base URL clients use [env CONVEYOR_PUBLIC_URL]")
+def emulate(data_dir: Path | None, **flags: Any) -> None:
+    """Run a Mailchimp for tests: any well-formed key works, test controls at /_conveyor/.
+
+    Prints the API's base URL on stdout (`--port 0` picks a free port).
+    """
+    import os
+    import shutil
+    import signal
+    import tempfile
+
+    from conveyor.emulator.template import seed_database
+    from conveyor.http.app import create_app
+    from conveyor.runtime.embedded import embedded_runtime
+
+    scratch = None if data_dir else Path(tempfile.mkdtemp(prefix="conveyor-emulate-"))
+    # A test run wants the URL, not the migration log: warnings only unless asked.
+    quiet = None if os.environ.get("CONVEYOR_LOG_LEVEL") else "warning"
+    settings = _settings(**flags, data_dir=data_dir or scratch, emulate=True, log_level=quiet)
+    # uvicorn hands a stop signal back to the handler it found once it has shut down: end
+    # normally then, so the temporary data dir is removed (a test harness sends SIGTERM).
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
+    _configure_logging(settings.log_level)
+    listener = _listen(settings)
+    seeded = not settings.database_url and seed_database(settings.data_dir)
+    services = _open(settings, migrate=not seeded)
+    runtime = embedded_runtime(services)
+    runtime.start()
+    try:
+        app = create_app(services, runtime.dispatcher.send, readiness={"runtime": runtime.check})
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        base = (settings.public_url or f"http://{shown}:{port}").rstrip("/")
+        click.echo(f"{base}/3.0")
+        click.echo(
+            "Conveyor emulator: any key <32 hex>-<dc> works (e.g. "
+            f"{'0' * 32}-us1); test controls at {base}/_conveyor/",
+            err=True,
+        )
+        _serve_http(app, settings, listener)
+    finally:
+        runtime.stop()
+        services.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _listen(settings: Settings) -> socket.socket:
     """Bind the listening socket first: a busy port is one clear line, before anything else
     starts, and the real port (of `--port 0` too) is known before it is announced."""
@@ -128,12 +208,12 @@ def _listen(settings: Settings) -> socket.socket:
     return listener
 
 
-def _open(settings: Settings) -> Services:
+def _open(settings: Settings, *, migrate: bool = True) -> Services:
     from conveyor.composition import open_services
     from conveyor.storage.database import DatabaseUnavailable
 
     try:
-        return open_services(settings)
+        return open_services(settings, migrate=migrate)
     except DatabaseUnavailable as exc:
         variable = "CONVEYOR_DATABASE_URL" if settings.database_url else "CONVEYOR_DATA_DIR"
         click.echo(f"Error: {variable}: {exc}", err=True)
@@ -335,15 +415,6 @@ def keys_revoke(key: str, **flags: Any) -> None:
     if not revoked:
         raise click.ClickException("no such active key")
     click.echo("revoked", err=True)
-
-
-def _register_client_commands() -> None:
-    from conveyor.client.cli import register
-
-    register(main)
-
-
-_register_client_commands()
 
 
 def _configure_logging(level: str) -> None:

@@ -16,9 +16,10 @@ from conveyor.batches.group_hooks import HookChain
 from conveyor.batches.service import BatchService
 from conveyor.batches.webhook_http import Outbound
 from conveyor.batches.webhooks import WebhookService
-from conveyor.domain.clock import Clock, SystemClock
+from conveyor.domain.clock import Clock, OffsetClock, SystemClock
 from conveyor.domain.retry import RetryPolicy
 from conveyor.domain.webhook_targets import TargetPolicy
+from conveyor.emulator.controls import EmulatorState, TestControls
 from conveyor.marketing.routing import RouteTable
 from conveyor.marketing.table import marketing_routes
 from conveyor.settings import Settings
@@ -30,10 +31,10 @@ from conveyor.storage.database import Database, open_database
 from conveyor.storage.idempotency import IdempotencyStore
 from conveyor.storage.leases import LeaseStore
 from conveyor.storage.marketing_stores import MarketingStores
-from conveyor.storage.migrate import upgrade
 from conveyor.storage.request_slots import RequestSlotStore
 from conveyor.storage.secrets import load_or_create_secret
 from conveyor.storage.webhooks import WebhookStore
+from conveyor.storage.wipe import WipeStore
 
 log = logging.getLogger("conveyor")
 
@@ -109,7 +110,28 @@ class Services:
     @cached_property
     def group_hooks(self) -> HookChain:
         """What watches the engine's groups; the emulator and the metrics add theirs."""
-        return HookChain()
+        chain = HookChain()
+        if self.settings.test_controls:
+            chain.hooks.append(self.emulator_state.hooks)
+        return chain
+
+    @cached_property
+    def emulator_state(self) -> EmulatorState:
+        """The journal, fault rules and pace the test controls set (docs/emulator.md)."""
+        return EmulatorState(self.clock)
+
+    @cached_property
+    def test_controls(self) -> TestControls:
+        return TestControls(
+            state=self.emulator_state,
+            database=self.database,
+            routes=self.routes,
+            blobs=self.blobs,
+            engine=self.engine,
+            webhooks=self.webhooks,
+            wipe=WipeStore(self.clock),
+            sweep_idle_seconds=self.settings.batches.sweep_idle_seconds,
+        )
 
     @cached_property
     def batches(self) -> BatchService:
@@ -183,8 +205,15 @@ def open_services(
     database = open_database(settings.resolved_database_url)
     database.check()
     if migrate:
+        # Imported here: Alembic costs ~0.15 s to import, and a process that does not
+        # migrate (an emulator seeded from a template) need not pay it.
+        from conveyor.storage.migrate import upgrade
+
         upgrade(database)
-    return Services(settings, database, clock or SystemClock())
+    if clock is None:
+        # Test controls move time (POST /_conveyor/clock): a clock that can be moved.
+        clock = OffsetClock() if settings.test_controls else SystemClock()
+    return Services(settings, database, clock)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,11 @@ class Settings(_Section):
     # Where the per-account connection limit is counted across API processes: a redis://
     # URL, "database" (PostgreSQL), or absent = this process only.
     limiter_url: str | None = None
+    # `conveyor emulate`: any well-formed key gets its own account on first use, and the test
+    # controls under /_conveyor/ are served without a token (docs/emulator.md).
+    emulate: bool = False
+    # On a normal server, serves the test controls to requests that carry this token.
+    admin_token: str | None = Field(default=None, repr=False)
     limits: Limits = Field(default_factory=Limits)
     batches: BatchSettings = Field(default_factory=BatchSettings)
 
@@ -154,6 +159,11 @@ class Settings(_Section):
             yield name, value
 
     @property
+    def test_controls(self) -> bool:
+        """Whether /_conveyor/ (and the request journal and faults behind it) is on."""
+        return self.emulate or bool(self.admin_token)
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -182,6 +192,9 @@ class Settings(_Section):
         Raises `SettingsError` with one line per bad value, naming its variable.
         """
         given = {name: value for name, value in overrides.items() if value is not None}
+        # Only `conveyor emulate` turns emulate mode on: a stray CONVEYOR_EMULATE must never
+        # make a real server take any key.
+        given.setdefault("emulate", False)
         problems: list[str] = []
         sections: tuple[tuple[str, type[_Section], str], ...] = (
             ("limits", Limits, ""),

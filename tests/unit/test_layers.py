@@ -24,18 +24,32 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"domain", "settings"},
     "marketing": {"domain", "storage", "settings"},
     "batches": {"domain", "storage", "marketing", "settings"},
-    "http": {"domain", "storage", "marketing", "batches", "settings", "reference"},
+    # The emulator's journal, faults, pace and test controls (docs/emulator.md).
+    "emulator": {"domain", "storage", "marketing", "batches", "settings"},
+    "http": {"domain", "storage", "marketing", "batches", "settings", "reference", "emulator"},
     "runtime": {"domain", "storage", "marketing", "batches", "settings"},
     # The composition root and the entry points wire everything.
-    "composition": {"domain", "storage", "marketing", "batches", "settings"},
+    "composition": {"domain", "storage", "marketing", "batches", "settings", "emulator"},
+    # The pytest plugin starts an in-process server, as `conveyor emulate` does.
+    "testing": {"composition", "http", "runtime", "settings", "domain", "emulator"},
     "worker_entry": {"composition", "runtime", "settings"},
-    "cli": {"composition", "http", "runtime", "storage", "client", "settings", "domain"},
+    "cli": {
+        "composition",
+        "http",
+        "runtime",
+        "storage",
+        "client",
+        "settings",
+        "domain",
+        "emulator",
+    },
 }
 
 # Third-party packages a part must not know.
 FORBIDDEN_LIBRARIES: dict[str, set[str]] = {
     "domain": {"sqlalchemy", "starlette", "httpx", "dramatiq", "psycopg", "sqlite3"},
     "marketing": {"starlette", "psycopg", "sqlite3", "dramatiq"},
+    "emulator": {"starlette", "psycopg", "sqlite3", "dramatiq"},
     "batches": {"starlette", "psycopg", "sqlite3", "dramatiq"},
     "storage": {"starlette", "dramatiq", "httpx"},
     "http": {"dramatiq"},

@@ -18,6 +18,7 @@ from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
 from conveyor.domain.steps import FollowUp
+from conveyor.emulator.controls import TestControls
 from conveyor.http.auth import KeyCache
 from conveyor.http.batch_steering import BatchSteeringEndpoints
 from conveyor.http.batches import BatchEndpoints
@@ -27,12 +28,14 @@ from conveyor.http.health import Check, Health
 from conveyor.http.limits import InProcessLimiter, create_limiter
 from conveyor.http.marketing import marketing_endpoint
 from conveyor.http.responses import problem_response
+from conveyor.http.test_controls import EmulatorEdge, TestControlEndpoints
 from conveyor.http.webhooks import WebhookEndpoints
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import Settings
 from conveyor.storage.accounts import AccountStore
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
+from conveyor.storage.errors import is_unique_violation
 from conveyor.storage.request_slots import RequestSlotStore
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -62,6 +65,8 @@ class ServerParts(Protocol):
     def webhooks(self) -> WebhookService: ...
     @property
     def blobs(self) -> BlobStore: ...
+    @property
+    def test_controls(self) -> TestControls: ...
 
 
 def _no_dispatch(follow_ups: Iterable[FollowUp]) -> None:
@@ -73,6 +78,20 @@ def build_gate(parts: ServerParts) -> ApiGate:
 
     def lookup(key: str) -> Account | None:
         with database.read() as conn:
+            account = accounts.account_for_key(conn, key)
+        if account is None and settings.emulate:
+            return adopt(key)
+        return account
+
+    def adopt(key: str) -> Account | None:
+        """Emulate mode: a well-formed key unseen before gets its own account."""
+        try:
+            with database.write() as conn:
+                return accounts.adopt_key(conn, key)
+        except Exception as exc:
+            if not is_unique_violation(exc):
+                raise
+        with database.read() as conn:  # a racing first use of the same key won
             return accounts.account_for_key(conn, key)
 
     return ApiGate(
@@ -112,9 +131,18 @@ def create_app(
     )
     webhooks = WebhookEndpoints(gate, parts.webhooks, dispatch)
     served = [*batches.routes(), *steering.routes(), *webhooks.routes()]
+    controls: list[Route] = []
+    edges = [Middleware(ApiEdge, server_root=lambda scope: gate.server_root(Request(scope)))]
+    if parts.settings.test_controls:
+        emulator = parts.test_controls
+        controls = TestControlEndpoints(
+            parts.settings, gate, emulator, parts.accounts, dispatch
+        ).routes()
+        edges.append(Middleware(EmulatorEdge, controls=emulator, keys=gate.keys))
     endpoint = _answering_405_for(served, gate, marketing_endpoint(gate, parts.routes))
     routes = [
         *health.routes(),
+        *controls,
         *served,
         Route("/3.0", endpoint, methods=ALL_METHODS),
         Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),
@@ -134,9 +162,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
-        middleware=[
-            Middleware(ApiEdge, server_root=lambda scope: gate.server_root(Request(scope)))
-        ],
+        middleware=edges,
     )
     app.state.gate = gate
     return app

@@ -55,6 +55,11 @@ class KeyCache:
             return True, entry[0]
         return False, None
 
+    def clear(self) -> None:
+        """Forget every key (the emulator's reset removes the accounts they named)."""
+        with self._lock:
+            self._entries.clear()
+
     def resolve(self, key: str) -> Account | None:
         digest = key_hash(key)
         now = self.clock.monotonic()

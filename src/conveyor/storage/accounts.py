@@ -58,6 +58,10 @@ class AccountStore:
         if account_pk is None:
             raise UnknownAccount(account_id)
         key = new_api_key(dc)
+        self._insert_key(conn, account_pk, key, dc)
+        return key
+
+    def _insert_key(self, conn: Connection, account_pk: int, key: str, dc: str) -> None:
         conn.execute(
             api_keys.insert().values(
                 key_hash=key_hash(key),
@@ -67,7 +71,26 @@ class AccountStore:
                 created_at=now_iso(self.clock),
             )
         )
-        return key
+
+    def adopt_key(self, conn: Connection, key: str) -> Account | None:
+        """The account of a well-formed `key`, made for it on first use (emulate mode, as
+        stripe-mock takes any test key); None for a malformed key or a revoked one.
+
+        Two first uses racing may both insert: the caller retries the lookup when the
+        database refuses the second key row.
+        """
+        if not KEY_SHAPE.fullmatch(key):
+            return None
+        if conn.execute(
+            select(api_keys.c.key_hash).where(api_keys.c.key_hash == key_hash(key))
+        ).first():
+            return self.account_for_key(conn, key)
+        account_id = self.create_account(conn)
+        account_pk = conn.execute(
+            select(accounts_table.c.id).where(accounts_table.c.account_id == account_id)
+        ).scalar_one()
+        self._insert_key(conn, int(account_pk), key, key.rsplit("-", 1)[1])
+        return self.account_for_key(conn, key)
 
     def count_active_keys(self, conn: Connection) -> int:
         return int(
