@@ -206,8 +206,8 @@ def test_submit_json_and_jsonl_then_status_list_results_cancel(live: Live, tmp_p
     assert rows["x"]["ok"] == "true" and json.loads(rows["x"]["response"])["health_status"]
     assert rows["y"]["ok"] == "false" and rows["y"]["error"].startswith("Resource Not Found:")
 
-    cancel = invoke("batch", "cancel", first_id, env=live.env)
-    assert cancel.exit_code == 0 and "no longer available" in cancel.stderr
+    deleted = invoke("batch", "delete", first_id, env=live.env)
+    assert deleted.exit_code == 0 and "no longer available" in deleted.stderr
     with pytest.raises(ConveyorApiError) as gone:
         live.client.get(first_id)
     assert gone.value.status == 404

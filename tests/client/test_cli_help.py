@@ -22,7 +22,18 @@ def test_register_adds_the_four_groups() -> None:
 
 def test_every_command_has_help_with_the_connection_options() -> None:
     commands = {
-        "batch": ["submit", "wait", "status", "list", "results", "cancel"],
+        "batch": [
+            "submit",
+            "wait",
+            "status",
+            "list",
+            "results",
+            "cancel",
+            "delete",
+            "ops",
+            "retry",
+            "watch",
+        ],
         "members": ["import", "results", "sync"],
         "webhooks": ["add", "list", "rm", "deliveries"],
         "lists": ["list", "show", "create"],

@@ -24,7 +24,16 @@ from conveyor.client.errors import (
     InvalidOperation,
     WaitTimeout,
 )
-from conveyor.client.models import Batch, BatchList, BatchResult, Webhook, WebhookList
+from conveyor.client.models import (
+    Batch,
+    BatchList,
+    BatchResult,
+    OperationState,
+    ProgressUpdate,
+    StreamedResult,
+    Webhook,
+    WebhookList,
+)
 from conveyor.client.progress import BatchProgress
 
 __all__ = [
@@ -42,6 +51,9 @@ __all__ = [
     "ConveyorError",
     "FieldError",
     "InvalidOperation",
+    "OperationState",
+    "ProgressUpdate",
+    "StreamedResult",
     "SyncError",
     "SyncOptions",
     "SyncSummary",

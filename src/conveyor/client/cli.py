@@ -43,7 +43,7 @@ from conveyor.client.member_import import (
 )
 from conveyor.client.models import Batch, BatchResult
 from conveyor.client.operations_file import read_operations
-from conveyor.client.progress import BatchProgress
+from conveyor.client.progress import BatchProgress, WatchProgress
 
 
 def _wait(client: Client, batch_id: str, timeout: float) -> Batch:
@@ -262,10 +262,132 @@ def batch_results(
 @click.argument("batch_id")
 @connection_options
 def batch_cancel(batch_id: str, target: Target) -> None:
-    """Stop BATCH_ID. Its results, finished ones included, are discarded."""
+    """Stop BATCH_ID and keep what ran (a Conveyor extension).
+
+    Operations already run keep their results, in the archive and the operations view; the
+    rest never run. On Mailchimp, `conveyor batch delete` is the only way to stop a batch.
+    """
+    with reported(), target.client(writes=True) as client:
+        if client.is_mailchimp:
+            raise click.UsageError(
+                "Mailchimp cannot cancel a batch and keep its results; "
+                f"`conveyor batch delete {batch_id} --mailchimp` stops it and discards them"
+            )
+        stopped = client.cancel(batch_id)
+    stderr().print(
+        f"canceled batch {stopped.id}: {plural(stopped.finished_operations, 'operation')} ran "
+        f"and keep their results, {stopped.errored_operations} errored"
+    )
+
+
+@batch.command("delete")
+@click.argument("batch_id")
+@connection_options
+def batch_delete(batch_id: str, target: Target) -> None:
+    """Stop BATCH_ID and discard it, finished results included (Mailchimp's DELETE)."""
     with reported(), target.client(writes=True) as client:
         client.delete(batch_id)
-    stderr().print(f"cancelled batch {batch_id}; its results are no longer available")
+    stderr().print(f"deleted batch {batch_id}; its results are no longer available")
+
+
+@batch.command("ops")
+@click.argument("batch_id")
+@click.option("--failed", is_flag=True, help="Only the operations that failed")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "succeeded", "failed"]),
+    default=None,
+    help="Only the operations in this state",
+)
+@click.option("--operation-id", default=None, help="Only the operations with this operation_id")
+@json_option("Print one JSON object per line, as the API returns each operation")
+@connection_options
+def batch_ops(
+    batch_id: str,
+    failed: bool,
+    status: str | None,
+    operation_id: str | None,
+    as_json: bool,
+    target: Target,
+) -> None:
+    """List BATCH_ID's operations with their results, while it runs too (a Conveyor extension)."""
+    if failed and status not in (None, "failed"):
+        raise click.UsageError("--failed and --status name two states: give one")
+    wanted = "failed" if failed else status
+    shown = 0
+    with reported(), target.client() as client:
+        for item in client.operations(batch_id, status=wanted, operation_id=operation_id):
+            shown += 1
+            if as_json:
+                echo_json(item.raw)
+                continue
+            code = "-" if item.status_code is None else str(item.status_code)
+            line = f"{item.seq:>7}  {item.status:<9} {code:>3}  {item.operation_id or '-'}"
+            line += f"  {item.method} {item.path}"
+            if item.error:
+                line += f"  {item.error}"
+            click.echo(line)
+    if not as_json:
+        stderr().print(plural(shown, "operation"))
+
+
+@batch.command("retry")
+@click.argument("batch_id")
+@click.option(
+    "--status-code",
+    "status_codes",
+    type=click.IntRange(100, 599),
+    multiple=True,
+    help="Only failures with this status code (repeatable); all failures by default",
+)
+@click.option("--wait", is_flag=True, help="Wait for the new batch to finish")
+@json_option("Print the new batch as the API returns it")
+@wait_options
+@connection_options
+def batch_retry(
+    batch_id: str,
+    status_codes: tuple[int, ...],
+    wait: bool,
+    as_json: bool,
+    timeout: float,
+    target: Target,
+) -> None:
+    """Submit BATCH_ID's failed operations again as a new batch (a Conveyor extension)."""
+    with reported(), target.client(writes=True) as client:
+        retried = client.retry_failed(batch_id, status_codes=status_codes or None)
+        if wait:
+            retried = _wait(client, retried.id, timeout)
+    if as_json:
+        echo_json(retried.raw, indent=True)
+    else:
+        click.echo(retried.id)
+        stderr().print(
+            f"batch {retried.id} retries {plural(retried.total_operations, 'operation')} "
+            f"of batch {batch_id}"
+        )
+
+
+@batch.command("watch")
+@click.argument("batch_id")
+@connection_options
+def batch_watch(batch_id: str, target: Target) -> None:
+    """Follow BATCH_ID live until it finishes: a progress bar with rate and ETA.
+
+    Driven by the server's progress events (a Conveyor extension); `conveyor batch wait`
+    polls instead, and works on Mailchimp too.
+    """
+    last: Batch | None = None
+    with reported(), target.client() as client, WatchProgress(stderr()) as progress:
+        try:
+            for update in client.watch(batch_id):
+                progress.show(update)
+                last = update.batch
+        except KeyboardInterrupt:
+            raise Interrupted(f"stopped watching; batch {batch_id} runs on") from None
+    if last is not None and last.done:
+        stderr().print(_finished_line(last))
+    else:
+        stderr().print(f"batch {batch_id} was deleted")
 
 
 # -- members ---------------------------------------------------------------------------

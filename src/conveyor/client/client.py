@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
+from httpx_sse import EventSource
 
 from conveyor.client.errors import (
     ArchiveError,
@@ -41,7 +42,16 @@ from conveyor.client.errors import (
     InvalidOperation,
     WaitTimeout,
 )
-from conveyor.client.models import Batch, BatchList, BatchResult, Webhook, WebhookList
+from conveyor.client.models import (
+    Batch,
+    BatchList,
+    BatchResult,
+    OperationState,
+    ProgressUpdate,
+    StreamedResult,
+    Webhook,
+    WebhookList,
+)
 from conveyor.client.progress import BatchProgress
 from conveyor.domain.archive import InvalidArchive, ResultRecord, iter_archive
 
@@ -304,6 +314,121 @@ class Client:
     def failed(self, batch_id: str) -> BatchResults:
         """The results whose status code is not 2xx."""
         return self.results(batch_id, failed_only=True)
+
+    # -- Conveyor's batch extensions (README, "Beyond Mailchimp") -----------------------
+
+    def operations(
+        self,
+        batch_id: str,
+        *,
+        status: str | None = None,
+        operation_id: str | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[OperationState]:
+        """The batch's operations in submission order, page by page, while it runs too.
+
+        ``status`` is ``pending``, ``succeeded`` or ``failed``. On a running batch a filtered
+        view changes between pages (operations move from pending to a result), so read a
+        filtered view whole once the batch has finished.
+        """
+        self._require_conveyor("the operations view")
+        path = f"batches/{_segment(batch_id)}/operations"
+        filters = {"status": status, "operation_id": operation_id}
+        offset = 0
+        while True:
+            params = {k: v for k, v in filters.items() if v is not None}
+            data = self._call("GET", path, params={**params, "count": page_size, "offset": offset})
+            items = data.get("operations") or []
+            for item in items:
+                yield OperationState.from_json(item)
+            offset += len(items)
+            if not items or offset >= int(data.get("total_items") or 0):
+                return
+
+    def results_ndjson(
+        self, batch_id: str, *, status: str | None = None
+    ) -> Iterator[StreamedResult]:
+        """Every result so far as it streams, decoded; ``status="failed"`` for failures only.
+
+        Unlike :meth:`results`, it works while the batch runs and holds one line at a time.
+        """
+        self._require_conveyor("NDJSON results")
+        url = self._url(f"batches/{_segment(batch_id)}/results.ndjson")
+        params = {"status": status} if status else None
+
+        def build() -> httpx.Request:
+            return self._http.build_request("GET", url, params=params)
+
+        response = self._send(build, http=self._http, stream=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise _api_error(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield StreamedResult.from_json(orjson.loads(line))
+        finally:
+            response.close()
+
+    def watch(self, batch_id: str) -> Iterator[ProgressUpdate]:
+        """The batch's progress events as the server sends them, until ``finished``.
+
+        A connection lost on the way is opened again (up to ``max_retries`` times in a row);
+        the server sends the batch's state at once on every new stream, so nothing is missed
+        but repeats of the latest state.
+        """
+        self._require_conveyor("progress events")
+        url = self._url(f"batches/{_segment(batch_id)}/events")
+        failures = 0
+        while True:
+
+            def build() -> httpx.Request:
+                return self._http.build_request("GET", url, headers={"Accept": "text/event-stream"})
+
+            response = self._send(build, http=self._http, stream=True)
+            try:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _api_error(response)
+                for event in EventSource(response).iter_sse():
+                    failures = 0
+                    update = ProgressUpdate.from_json(event.event, orjson.loads(event.data))
+                    yield update
+                    if update.last:
+                        return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > self.max_retries:
+                    raise ConveyorConnectionError(
+                        f"GET {url}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                self._sleep(self._backoff_delay(failures - 1, None))
+            finally:
+                response.close()
+
+    def retry_failed(self, batch_id: str, *, status_codes: Iterable[int] | None = None) -> Batch:
+        """A new batch of the failed operations (or of those with these status codes)."""
+        self._require_conveyor("retry")
+        body = {"status_codes": sorted(set(status_codes))} if status_codes is not None else {}
+        return Batch.from_json(self._call("POST", f"batches/{_segment(batch_id)}/retry", json=body))
+
+    def cancel(self, batch_id: str) -> Batch:
+        """Stop the batch and keep what ran: the archive holds exactly the finished operations.
+
+        :meth:`delete` is Mailchimp's way to stop a batch, and discards its results.
+        """
+        self._require_conveyor("cancel")
+        return Batch.from_json(self._call("POST", f"batches/{_segment(batch_id)}/cancel"))
+
+    @property
+    def is_mailchimp(self) -> bool:
+        return (urlsplit(self.base_url).hostname or "").endswith(".api.mailchimp.com")
+
+    def _require_conveyor(self, what: str) -> None:
+        if self.is_mailchimp:
+            raise ConfigurationError(
+                f"{what} is a Conveyor extension: Mailchimp has no such endpoint"
+            )
 
     # -- sync from a database ----------------------------------------------------------
 

@@ -179,3 +179,95 @@ class Webhook:
 class WebhookList:
     webhooks: list[Webhook]
     total_items: int
+
+
+# --- Conveyor's batch extensions (README, "Beyond Mailchimp") --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OperationState:
+    """One item of a batch's operations view: a result, or an operation not yet run."""
+
+    seq: int
+    page: int
+    operation_id: str | None
+    method: str
+    path: str
+    status: str  # "pending", "succeeded" or "failed"
+    status_code: int | None
+    response: Any
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OperationState:
+        code = data.get("status_code")
+        operation_id = data.get("operation_id")
+        return cls(
+            seq=_int(data.get("seq")),
+            page=_int(data.get("page")),
+            operation_id=None if operation_id is None else str(operation_id),
+            method=str(data.get("method") or ""),
+            path=str(data.get("path") or ""),
+            status=str(data.get("status") or ""),
+            status_code=None if code is None else _int(code),
+            response=data.get("response"),
+            raw=dict(data),
+        )
+
+    @property
+    def error(self) -> str | None:
+        """The problem's title and detail for a failure, else None."""
+        if self.status != "failed":
+            return None
+        body = self.response if isinstance(self.response, Mapping) else {}
+        return problem_text(
+            str(body.get("title") or f"HTTP {self.status_code}"), str(body.get("detail") or "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedResult:
+    """One line of a batch's NDJSON results: the response decoded, not a string."""
+
+    operation_id: str | None
+    status_code: int
+    response: Any
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StreamedResult:
+        operation_id = data.get("operation_id")
+        return cls(
+            operation_id=None if operation_id is None else str(operation_id),
+            status_code=_int(data.get("status_code")),
+            response=data.get("response"),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """One progress event of a watched batch: `progress`, then `finished` (or `deleted`)."""
+
+    event: str
+    batch: Batch
+    ops_per_second: float | None
+    eta_seconds: float | None
+
+    @classmethod
+    def from_json(cls, event: str, data: Mapping[str, Any]) -> ProgressUpdate:
+        def number(value: object) -> float | None:
+            return float(value) if isinstance(value, int | float) else None
+
+        return cls(
+            event=event,
+            batch=Batch.from_json(data),
+            ops_per_second=number(data.get("ops_per_second")),
+            eta_seconds=number(data.get("eta_seconds")),
+        )
+
+    @property
+    def last(self) -> bool:
+        return self.event in ("finished", "deleted")

@@ -7,6 +7,7 @@ off a terminal each change of status or count is printed as one line instead.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import (
@@ -20,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from conveyor.client.models import Batch
+from conveyor.client.models import Batch, ProgressUpdate
 
 
 class BatchProgress:
@@ -44,7 +45,7 @@ class BatchProgress:
             self._progress.stop()
             self._progress = None
 
-    def __enter__(self) -> BatchProgress:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -101,3 +102,67 @@ class BatchProgress:
             markup=False,
             soft_wrap=True,
         )
+
+
+class WatchProgress(BatchProgress):
+    """Progress driven by a batch's events: the server's own rate and ETA beside the bar."""
+
+    def __init__(self, console: Console | None = None, *, label: str = "batch") -> None:
+        super().__init__(console, label=label)
+        self._rate: float | None = None
+        self._eta: float | None = None
+
+    def show(self, update: ProgressUpdate) -> None:
+        self._rate = update.ops_per_second
+        self._eta = update.eta_seconds
+        self(update.batch)
+
+    def _update_bar(self, batch: Batch) -> None:
+        if self._progress is None:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[red]{task.fields[errored]} errored"),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[eta]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("", total=None, errored=0, rate="", eta="")
+        assert self._task is not None
+        self._progress.update(
+            self._task,
+            description=f"{self.label} {batch.id} [bold]{batch.status}[/]",
+            total=batch.total_operations or None,
+            completed=batch.finished_operations,
+            errored=batch.errored_operations,
+            rate=_rate_text(self._rate),
+            eta=_eta_text(self._eta),
+        )
+
+    def _print_line(self, batch: Batch) -> None:
+        rate = _rate_text(self._rate)
+        eta = _eta_text(self._eta)
+        self.console.print(
+            f"{self.label} {batch.id}: {batch.status}, {batch.finished_operations}/"
+            f"{batch.total_operations} operations finished, {batch.errored_operations} errored"
+            + (f", {rate}" if rate else "")
+            + (f", {eta}" if eta else ""),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _rate_text(ops_per_second: float | None) -> str:
+    return f"{ops_per_second:,.0f} ops/s" if ops_per_second else ""
+
+
+def _eta_text(seconds: float | None) -> str:
+    if seconds is None or seconds <= 0:
+        return ""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"ETA {minutes}m{rest:02d}s" if minutes else f"ETA {rest}s"
