@@ -57,6 +57,8 @@ class BatchSettings(_Section):
     max_operation_body_bytes: Positive = 4 * 1024 * 1024
     max_operation_id_chars: Positive = 8_192
     max_operation_path_chars: Positive = 16_384
+    # One result's answer (a GET page of large members can be far larger than its request).
+    max_result_bytes: Positive = 8 * 1024 * 1024
     chunk_size: Positive = 2_500
     group_size: Positive = 500
     worker_threads: Positive = 2
