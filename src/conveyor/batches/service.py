@@ -424,7 +424,19 @@ _UNSTORABLE_JSON = (
 )
 
 
+def _storable_text(text: str | None) -> bool:
+    # `isascii` reads a flag CPython keeps, and `in` is a memchr: ASCII text costs nothing.
+    return text is None or (text.isascii() and "\x00" not in text)
+
+
 def _check_storable(operation: Operation, index: int) -> None:
+    if (
+        not operation.params
+        and _storable_text(operation.body)
+        and _storable_text(operation.path)
+        and _storable_text(operation.operation_id)
+    ):
+        return  # the usual operation: nothing to name
     fields: list[tuple[str, str | None]] = [
         ("path", operation.path),
         ("body", operation.body),

@@ -45,9 +45,9 @@ def check_operation_size(operation: Operation, index: int, limits: OperationLimi
             field=f"{name}.operation_id",
             index=index,
         )
-    path_length = len(operation.path) + sum(
-        len(key) + len(value) + 2 for key, value in operation.params.items()
-    )
+    path_length = len(operation.path)
+    if operation.params:
+        path_length += sum(len(key) + len(value) + 2 for key, value in operation.params.items())
     if path_length > limits.path_chars:
         raise InvalidBatchBody(
             f"{name}.path and params are {path_length:,} characters; together they may be at "

@@ -249,18 +249,20 @@ class BatchStore:
     def insert_operations(
         self, conn: Connection, batch_id: str, first_seq: int, operations: Sequence[Operation]
     ) -> None:
-        _INSERT_OPERATION.run_many(
+        dumps = orjson.dumps
+        _INSERT_OPERATION.run_many_tuples(
             conn,
+            _OPERATION_COLUMNS,
             [
-                {
-                    "batch_id": batch_id,
-                    "seq": first_seq + offset,
-                    "method": op.method,
-                    "path": op.path,
-                    "params": orjson.dumps(op.params).decode() if op.params else None,
-                    "body": op.body,
-                    "operation_id": op.operation_id,
-                }
+                (
+                    batch_id,
+                    first_seq + offset,
+                    op.method,
+                    op.path,
+                    dumps(op.params).decode() if op.params else None,
+                    op.body,
+                    op.operation_id,
+                )
                 for offset, op in enumerate(operations)
             ],
         )

@@ -93,6 +93,26 @@ class RawStatement:
         finally:
             cursor.close()
 
+    def run_many_tuples(
+        self, conn: Connection, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """`run_many` with each row a tuple in `columns` order: no dict per row to build and
+        take apart again, which was a third of storing a batch's operations."""
+        if not rows:
+            return
+        sql, positions = self._sql(conn.dialect)
+        params: Sequence[Any] = rows
+        if positions is None:
+            params = [dict(zip(columns, row, strict=True)) for row in rows]
+        elif positions != columns:
+            order = [columns.index(name) for name in positions]
+            params = [tuple(row[i] for i in order) for row in rows]
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
+
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
         cursor = self.execute(conn, params)
         try:
