@@ -19,6 +19,7 @@ from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
 from conveyor.domain.steps import FollowUp
 from conveyor.emulator.controls import TestControls
+from conveyor.http.api_docs import ApiDocs
 from conveyor.http.auth import KeyCache
 from conveyor.http.batch_steering import BatchSteeringEndpoints
 from conveyor.http.batches import BatchEndpoints
@@ -142,6 +143,9 @@ def create_app(
         Middleware(RequestObserver, metrics=metrics, marketing_template=parts.routes.template_of),
         Middleware(ApiEdge, server_root=lambda scope: gate.server_root(Request(scope))),
     ]
+    controls += ApiDocs(
+        gate, metrics=metrics is not None, test_controls=parts.settings.test_controls
+    ).routes()
     if metrics is not None:
         controls += MetricsEndpoint(metrics, parts.settings.metrics_token).routes()
     if parts.settings.test_controls:
