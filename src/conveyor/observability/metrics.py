@@ -8,6 +8,7 @@ worker's exporter (Dramatiq's, `--prometheus-port`) serves the sum over its proc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -52,13 +53,24 @@ class ConveyorMetrics:
             ["outcome"],
             registry=registry,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # Pre-created, so a scrape shows zeros before the first batch instead of nothing.
         self.operations_succeeded = self.batch_operations.labels("succeeded")
         self.operations_failed = self.batch_operations.labels("failed")
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(route).observe(seconds)
+        # `labels()` costs ~4 µs a call here (it builds and checks the key under a lock):
+        # the children are kept by key instead (labels are bounded, so is this).
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(route),
+            )
+        count, duration = children
+        count.inc()
+        duration.observe(seconds)
 
     def count_operations(self, succeeded: int, failed: int) -> None:
         if succeeded:
