@@ -110,12 +110,11 @@ class ContextFilter(logging.Filter):
         self.secrets = [secret for secret in secrets if len(secret) >= 8]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = context_fields()
-        for name, value in fields.items():
-            if not hasattr(record, name):
-                setattr(record, name, value)
+        attributes = record.__dict__
+        for name, value in context_fields().items():
+            attributes.setdefault(name, value)
         shown = " ".join(
-            f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if hasattr(record, name)
+            f"{name}={attributes[name]}" for name in CONTEXT_FIELDS if name in attributes
         )
         record.context = f" [{shown}]" if shown else ""
         message = record.getMessage()
@@ -196,6 +195,10 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None
     """The process's logging: the root logger at `settings.log_level`, one handler in the
     chosen format. Handlers already on the root (Dramatiq's worker command installs its
     own) get the format instead of a second handler."""
+    # No line shows the caller, the thread or the process: not collecting them is the
+    # logging HOWTO's own "Optimization" advice, and halves the cost of a request's line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
     root.setLevel(level)
