@@ -15,11 +15,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from conveyor.composition import Services, open_services
+from conveyor.domain.clock import OffsetClock
 from conveyor.http.app import create_app
 from conveyor.settings import Settings
 from tests.batches.support import create_list, drive, get_batch, member_posts, submit
 from tests.conftest import new_account_key
 from tests.observability.support import samples, value
+from tests.webhooks.receiver import running_receiver
 
 
 @pytest.fixture
@@ -199,3 +201,30 @@ def test_metrics_behind_a_bearer_token(settings: Settings) -> None:
             assert "conveyor_http_requests_total" in text
     finally:
         services.close()
+
+
+def test_webhook_deliveries_are_counted_by_outcome(
+    services: Services, client: TestClient, clock: OffsetClock
+) -> None:
+    with running_receiver() as receiver:
+        receiver.post_statuses = [500]  # the first attempt fails, the retry succeeds
+        created = client.post("/3.0/batch-webhooks", json={"url": receiver.url})
+        assert created.status_code == 200, created.text
+        webhook_id = created.json()["id"]
+        before = scrape(client)
+        batch = submit(client, member_posts(create_list(client), 2))
+        drive(services, batch["id"])
+        deliveries = client.get(f"/3.0/batch-webhooks/{webhook_id}/deliveries").json()
+        delivery_id = deliveries["deliveries"][0]["id"]
+        clock.advance(3600)
+        services.webhooks.deliver(delivery_id)
+        after = scrape(client)
+        assert len(receiver.posts()) == 2
+
+    def delta(outcome: str) -> float:
+        name = "conveyor_webhook_deliveries_total"
+        return value(after, name, outcome=outcome) - value(before, name, outcome=outcome)
+
+    assert delta("retrying") == 1
+    assert delta("delivered") == 1
+    assert delta("failed") == 0
