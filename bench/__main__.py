@@ -10,7 +10,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ("marketing", "batches", "ingest", "webhooks", "steer", "scale", "sync", "emulator")
+MODULES = (
+    "marketing",
+    "batches",
+    "ingest",
+    "webhooks",
+    "steer",
+    "scale",
+    "sync",
+    "emulator",
+    "metrics",
+)
 
 
 def main() -> None:

@@ -105,6 +105,8 @@ EXTENSION_OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", "/batches/{batch_id}/retry"): JSON_TYPE,
     ("POST", "/batches/{batch_id}/cancel"): JSON_TYPE,
     ("GET", "/batches/{batch_id}/events"): "text/event-stream; charset=utf-8",
+    # The served OpenAPI document (docs/observability.md).
+    ("GET", "/openapi.json"): "application/json",
 }
 
 Mode = Literal["strict", "report"]

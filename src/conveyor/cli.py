@@ -87,7 +87,7 @@ def serve(**flags: Any) -> None:
     from conveyor.runtime.embedded import embedded_runtime
 
     settings = _settings(**flags)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     listener = _listen(settings)
     services = _open(settings)
     first = ensure_first_key(services)
@@ -121,7 +121,7 @@ def api(**flags: Any) -> None:
     from conveyor.runtime.distributed import broker_dispatcher
 
     settings = _settings(**flags)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     _require_shared_setup(settings, "api")
     listener = _listen(settings)
     services = _open(settings)
@@ -164,7 +164,7 @@ def emulate(data_dir: Path | None, **flags: Any) -> None:
     # normally then, so the temporary data dir is removed (a test harness sends SIGTERM).
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda *_: sys.exit(0))
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     listener = _listen(settings)
     seeded = not settings.database_url and seed_database(settings.data_dir)
     services = _open(settings, migrate=not seeded)
@@ -229,8 +229,13 @@ def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
     click.echo(f"Conveyor is serving the Marketing API at {base}/3.0", err=True)
     from conveyor.http.wire import uvicorn_options
 
+    # log_config=None: uvicorn's lines go through the process's handler, in its format.
     config = uvicorn.Config(
-        app, log_level=settings.log_level, access_log=False, **uvicorn_options()
+        app,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+        **uvicorn_options(),
     )
     uvicorn.Server(config).run(sockets=[listener])
 
@@ -294,6 +299,10 @@ def worker(processes: int, threads: int, queues: str, prometheus_port: int, **fl
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         env["dramatiq_prom_db"] = str(metrics_dir)
+    # Set before any import of prometheus_client in the worker processes (it picks its mode
+    # at import): Conveyor's counters then go to the same folder as Dramatiq's, and the
+    # exporter on --prometheus-port serves the sum over the processes (docs/observability.md).
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", env["dramatiq_prom_db"])
     selected = {"all": [QUEUE, WEBHOOK_QUEUE], "batches": [QUEUE], "webhooks": [WEBHOOK_QUEUE]}
     command = [
         sys.executable, "-m", "dramatiq", "conveyor.worker_entry",
@@ -316,7 +325,7 @@ def scheduler(**flags: Any) -> None:
     from conveyor.runtime.scheduler import Scheduler
 
     settings = _settings(**flags)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     _require_shared_setup(settings, "scheduler")
     services = _open(settings)
     broker, dispatcher = broker_dispatcher(services)
@@ -417,12 +426,10 @@ def keys_revoke(key: str, **flags: Any) -> None:
     click.echo("revoked", err=True)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _configure_logging(settings: Settings) -> None:
+    from conveyor.observability.logs import configure_logging
+
+    configure_logging(settings)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,12 +18,17 @@ from conveyor.batches.webhook_http import Outbound
 from conveyor.batches.webhooks import WebhookService
 from conveyor.domain.clock import Clock, OffsetClock, SystemClock
 from conveyor.domain.retry import RetryPolicy
+from conveyor.domain.states import BatchStatus
 from conveyor.domain.webhook_targets import TargetPolicy
 from conveyor.emulator.controls import EmulatorState, TestControls
 from conveyor.marketing.routing import RouteTable
 from conveyor.marketing.table import marketing_routes
+from conveyor.observability.hooks import MetricsHook
+from conveyor.observability.metrics import ConveyorMetrics
+from conveyor.observability.steps import ObservedBatchEngine, ObservedWebhookService
 from conveyor.settings import Settings
 from conveyor.storage.accounts import AccountStore
+from conveyor.storage.batch_counts import BatchCounts
 from conveyor.storage.batch_results import BatchResultStore
 from conveyor.storage.batches import BatchStore
 from conveyor.storage.blobs import BlobStore, open_blob_store
@@ -96,7 +101,8 @@ class Services:
 
     @cached_property
     def engine(self) -> BatchEngine:
-        return BatchEngine(
+        # Each step logged as one line with its batch id (observability/steps.py).
+        return ObservedBatchEngine(
             self.database,
             self.routes,
             self.blobs,
@@ -113,7 +119,23 @@ class Services:
         chain = HookChain()
         if self.settings.test_controls:
             chain.hooks.append(self.emulator_state.hooks)
+        chain.hooks.append(MetricsHook(self.metrics))
         return chain
+
+    @cached_property
+    def metrics(self) -> ConveyorMetrics | None:
+        """This server's Prometheus registry (none when `metrics_enabled` is off)."""
+        if not self.settings.metrics_enabled:
+            return None
+        metrics = ConveyorMetrics()
+        counts, database = BatchCounts(), self.database
+
+        def read_batch_counts() -> dict[BatchStatus, int]:
+            with database.read() as conn:
+                return counts.by_status(conn)
+
+        metrics.watch_batches(read_batch_counts)
+        return metrics
 
     @cached_property
     def emulator_state(self) -> EmulatorState:
@@ -150,7 +172,8 @@ class Services:
     @cached_property
     def webhooks(self) -> WebhookService:
         batches = self.settings.batches
-        return WebhookService(
+        return ObservedWebhookService(
+            metrics=self.metrics,
             database=self.database,
             store=self.webhook_store,
             outbound=Outbound(),

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CONVEYOR_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LogFormat = Literal["text", "json"]
 Positive = Annotated[int, Field(gt=0)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -128,10 +129,16 @@ class Settings(_Section):
     emulate: bool = False
     # On a normal server, serves the test controls to requests that carry this token.
     admin_token: str | None = Field(default=None, repr=False)
+    # Log lines as text for people or JSON for a log pipeline (docs/observability.md).
+    log_format: LogFormat = "text"
+    # GET /metrics in Prometheus' text format; off, it answers 404. With a token, only to
+    # `Authorization: Bearer <token>`.
+    metrics_enabled: bool = True
+    metrics_token: str | None = Field(default=None, repr=False)
     limits: Limits = Field(default_factory=Limits)
     batches: BatchSettings = Field(default_factory=BatchSettings)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_case_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

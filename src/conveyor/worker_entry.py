@@ -12,11 +12,13 @@ import dramatiq
 from dramatiq.middleware.prometheus import Prometheus
 
 from conveyor.composition import open_services
+from conveyor.observability.logs import configure_logging
 from conveyor.runtime.actors import declare_actors
 from conveyor.runtime.broker import create_broker
 from conveyor.settings import Settings
 
 settings = Settings.from_env()
+configure_logging(settings)  # Dramatiq's handlers, in CONVEYOR_LOG_FORMAT
 services = open_services(settings, migrate=False)
 broker = create_broker(settings.broker_url)
 broker.add_middleware(Prometheus())

@@ -26,13 +26,32 @@ ALLOWED: dict[str, set[str]] = {
     "batches": {"domain", "storage", "marketing", "settings"},
     # The emulator's journal, faults, pace and test controls (docs/emulator.md).
     "emulator": {"domain", "storage", "marketing", "batches", "settings"},
-    "http": {"domain", "storage", "marketing", "batches", "settings", "reference", "emulator"},
+    # Metrics and log context (docs/observability.md), below the edge: the engine uses them.
+    "observability": {"domain", "storage", "batches", "settings"},
+    "http": {
+        "domain",
+        "storage",
+        "marketing",
+        "batches",
+        "settings",
+        "reference",
+        "emulator",
+        "observability",
+    },
     "runtime": {"domain", "storage", "marketing", "batches", "settings"},
     # The composition root and the entry points wire everything.
-    "composition": {"domain", "storage", "marketing", "batches", "settings", "emulator"},
+    "composition": {
+        "domain",
+        "storage",
+        "marketing",
+        "batches",
+        "settings",
+        "emulator",
+        "observability",
+    },
     # The pytest plugin starts an in-process server, as `conveyor emulate` does.
     "testing": {"composition", "http", "runtime", "settings", "domain", "emulator"},
-    "worker_entry": {"composition", "runtime", "settings"},
+    "worker_entry": {"composition", "runtime", "settings", "observability"},
     "cli": {
         "composition",
         "http",
@@ -42,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
         "settings",
         "domain",
         "emulator",
+        "observability",
     },
 }
 

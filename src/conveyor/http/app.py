@@ -19,6 +19,7 @@ from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
 from conveyor.domain.steps import FollowUp
 from conveyor.emulator.controls import TestControls
+from conveyor.http.api_docs import ApiDocs
 from conveyor.http.auth import KeyCache
 from conveyor.http.batch_steering import BatchSteeringEndpoints
 from conveyor.http.batches import BatchEndpoints
@@ -27,10 +28,12 @@ from conveyor.http.gate import Answer, ApiGate, RequestContext, new_request_id
 from conveyor.http.health import Check, Health
 from conveyor.http.limits import InProcessLimiter, create_limiter
 from conveyor.http.marketing import marketing_endpoint
+from conveyor.http.metrics import MetricsEndpoint, RequestObserver
 from conveyor.http.responses import problem_response
 from conveyor.http.test_controls import EmulatorEdge, TestControlEndpoints
 from conveyor.http.webhooks import WebhookEndpoints
 from conveyor.marketing.routing import RouteTable
+from conveyor.observability.metrics import ConveyorMetrics
 from conveyor.settings import Settings
 from conveyor.storage.accounts import AccountStore
 from conveyor.storage.blobs import BlobStore
@@ -67,6 +70,8 @@ class ServerParts(Protocol):
     def blobs(self) -> BlobStore: ...
     @property
     def test_controls(self) -> TestControls: ...
+    @property
+    def metrics(self) -> ConveyorMetrics | None: ...
 
 
 def _no_dispatch(follow_ups: Iterable[FollowUp]) -> None:
@@ -132,10 +137,20 @@ def create_app(
     webhooks = WebhookEndpoints(gate, parts.webhooks, dispatch)
     served = [*batches.routes(), *steering.routes(), *webhooks.routes()]
     controls: list[Route] = []
-    edges = [Middleware(ApiEdge, server_root=lambda scope: gate.server_root(Request(scope)))]
+    metrics = parts.metrics
+    edges = [
+        # Outermost: it times and logs every answer, the edge's own included.
+        Middleware(RequestObserver, metrics=metrics, marketing_template=parts.routes.template_of),
+        Middleware(ApiEdge, server_root=lambda scope: gate.server_root(Request(scope))),
+    ]
+    controls += ApiDocs(
+        gate, metrics=metrics is not None, test_controls=parts.settings.test_controls
+    ).routes()
+    if metrics is not None:
+        controls += MetricsEndpoint(metrics, parts.settings.metrics_token).routes()
     if parts.settings.test_controls:
         emulator = parts.test_controls
-        controls = TestControlEndpoints(
+        controls += TestControlEndpoints(
             parts.settings, gate, emulator, parts.accounts, dispatch
         ).routes()
         edges.append(Middleware(EmulatorEdge, controls=emulator, keys=gate.keys))

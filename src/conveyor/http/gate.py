@@ -30,6 +30,7 @@ from conveyor.http.limits import ConcurrencyLimiter
 from conveyor.http.problems import problem_for
 from conveyor.http.responses import problem_response, reply_response
 from conveyor.http.streams import HeldStream
+from conveyor.observability.logs import current_request, note_account
 from conveyor.settings import Settings
 from conveyor.storage.database import Database
 
@@ -38,7 +39,9 @@ T = TypeVar("T")
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """The id of the request being answered (the one its log line carries), else a new one."""
+    request = current_request()
+    return request.request_id if request is not None else str(uuid.uuid4())
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ApiGate:
         limits = self.settings.limits
         try:
             account = await self.authenticate(request)
+            note_account(account.account_id, request.path_params.get("batch_id"))
             with ExitStack() as held:
                 granted = held.enter_context(self.limiter.slot(account.pk))
                 if not granted:

@@ -176,6 +176,15 @@ class RouteTable:
                 best, best_params = route, params
         return best, best_params
 
+    def template_of(self, path: str) -> str | None:
+        """The route pattern `path` falls in (`/lists/{list_id}`), None when none: a label
+        for metrics and logs that never holds an id. Reads the cache `resolve` filled."""
+        found = self._resolved.get(path)
+        if found is None:
+            found = self._best([s for s in path.strip("/").split("/") if s])
+        route = found[0]
+        return route.pattern if route is not None else None
+
     def patterns(self) -> list[tuple[str, list[str]]]:
         """Every route pattern with its methods (for docs and checks of what is served)."""
         return [
