@@ -23,7 +23,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, urlsplit
@@ -354,10 +354,12 @@ class Client:
 
     def results_ndjson(
         self, batch_id: str, *, status: str | None = None
-    ) -> Iterator[StreamedResult]:
+    ) -> Generator[StreamedResult, None, None]:
         """Every result so far as it streams, decoded; ``status="failed"`` for failures only.
 
         Unlike :meth:`results`, it works while the batch runs and holds one line at a time.
+        Stopping early: ``close()`` the generator (``contextlib.closing``) to free the
+        connection at once.
         """
         self._require_conveyor("NDJSON results")
         url = self._url(f"batches/{_segment(batch_id)}/results.ndjson")
@@ -387,8 +389,10 @@ class Client:
         finally:
             response.close()
 
-    def watch(self, batch_id: str) -> Iterator[ProgressUpdate]:
+    def watch(self, batch_id: str) -> Generator[ProgressUpdate, None, None]:
         """The batch's progress events as the server sends them, until ``finished``.
+
+        Stopping early: ``close()`` the generator (``contextlib.closing``) to close the stream.
 
         A stream lost on the way, or ended before ``finished``, is opened again (up to
         ``max_retries`` times in a row, with backoff); the server sends the batch's state at
