@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conveyor.client import Client, ConfigurationError, ConveyorApiError
+from conveyor.client import Client, ConveyorApiError, ExtensionUnavailable
 from tests.client.conftest import Live
 from tests.client.support import invoke
 from tests.e2e.server import run_cli
@@ -38,11 +38,17 @@ def finished_batch(live: Live) -> str:
 
 
 @pytest.fixture(scope="module")
-def stranger(live: Live) -> Iterator[Client]:
-    """A client of another account on the same server."""
+def stranger_key(live: Live) -> str:
+    """The key of another account on the same server."""
     made = run_cli("keys", "create", "--data-dir", str(live.server.data_dir))
     assert made.returncode == 0, made.stderr
-    with Client(made.stdout.strip(), base_url=live.server.base_url) as client:
+    return made.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def stranger(live: Live, stranger_key: str) -> Iterator[Client]:
+    """A client of another account on the same server."""
+    with Client(stranger_key, base_url=live.server.base_url) as client:
         yield client
 
 
@@ -74,8 +80,14 @@ def test_ndjson_results_equal_the_archive(live: Live, finished_batch: str) -> No
 def test_retry_failed_makes_a_batch_of_the_failures(live: Live, finished_batch: str) -> None:
     retried = live.client.retry_failed(finished_batch)
     assert retried.id != finished_batch and retried.total_operations == TOTAL // INVALID_EVERY
+    assert retried.raw["retry_of"] == finished_batch
     done = live.client.wait(retried.id, timeout=60)
     assert done.errored_operations == TOTAL // INVALID_EVERY
+    # The same operations again, in order, under their own operation_ids.
+    again = [item.operation_id for item in live.client.operations(retried.id)]
+    assert again == [f"steer-{i}" for i in range(3, TOTAL, INVALID_EVERY)]
+    narrowed = live.client.retry_failed(finished_batch, status_codes=[400, 429])
+    assert narrowed.total_operations == TOTAL // INVALID_EVERY
     with pytest.raises(ConveyorApiError, match="no failed operations with status code 500"):
         live.client.retry_failed(finished_batch, status_codes=[500])
 
@@ -129,8 +141,14 @@ def test_mailchimp_has_no_extensions() -> None:
     with Client("0" * 32 + "-us1") as client:
         assert client.is_mailchimp
         for call in _extension_calls(client, "x"):
-            with pytest.raises(ConfigurationError, match="Conveyor extension"):
+            with pytest.raises(ExtensionUnavailable, match="Conveyor extension"):
                 call()
+
+
+def test_a_page_holds_at_most_a_thousand(live: Live, finished_batch: str) -> None:
+    for size in (0, 1001):
+        with pytest.raises(ValueError, match="page_size must be 1 to 1000"):
+            next(live.client.operations(finished_batch, page_size=size))
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -173,3 +191,67 @@ def test_batch_retry_watch_and_cancel_commands(live: Live, finished_batch: str) 
     assert f"canceled batch {big.id}" in canceled.stderr and "keep their results" in canceled.stderr
     on_mailchimp = invoke("batch", "cancel", big.id, "--mailchimp", "--api-key", "0" * 32 + "-us1")
     assert on_mailchimp.exit_code == 2 and "batch delete" in on_mailchimp.stderr
+
+
+def test_batch_ops_shows_what_is_pending_and_retry_json(live: Live, finished_batch: str) -> None:
+    list_id = live.new_list()
+    big = live.client.submit(_member_posts(list_id, 20_000, prefix="pending"))
+    live.client.cancel(big.id)
+    done = live.client.wait(big.id, timeout=120)
+    pending = invoke("batch", "ops", big.id, "--status", "pending", env=live.env)
+    assert pending.exit_code == 0, pending.output
+    lines = pending.stdout.splitlines()
+    assert len(lines) == 20_000 - done.finished_operations
+    # A pending operation has no status code yet: "-" stands in its column.
+    seq, status, code, operation_id = lines[0].split()[:4]
+    assert (status, code, operation_id) == ("pending", "-", f"pending-{seq}")
+
+    narrowed = invoke(
+        "batch", "retry", finished_batch, "--status-code", "400", "--json", env=live.env
+    )
+    assert narrowed.exit_code == 0, narrowed.output
+    retried = json.loads(narrowed.stdout)
+    assert retried["retry_of"] == finished_batch
+    assert retried["total_operations"] == TOTAL // INVALID_EVERY
+    # Writes say where they went before anything else.
+    assert narrowed.stderr.startswith(f"target: {live.server.base_url.split('//')[1]}")
+    nothing = invoke("batch", "retry", finished_batch, "--status-code", "503", env=live.env)
+    assert nothing.exit_code == 1
+    assert nothing.stderr.splitlines()[-1].startswith("Error: ")
+    assert "no failed operations with status code 503" in nothing.stderr
+
+
+def _commands(batch_id: str) -> list[list[str]]:
+    return [
+        ["batch", "ops", batch_id],
+        ["batch", "ops", batch_id, "--failed", "--json"],
+        ["batch", "retry", batch_id],
+        ["batch", "cancel", batch_id],
+        ["batch", "watch", batch_id],
+    ]
+
+
+def test_commands_on_another_accounts_or_an_unknown_batch_say_not_found(
+    live: Live, finished_batch: str, stranger_key: str
+) -> None:
+    theirs = {**live.env, "MAILCHIMP_API_KEY": stranger_key}
+    for env, batch_id in ((theirs, finished_batch), (live.env, "0000000000")):
+        for command in _commands(batch_id):
+            refused = invoke(*command, env=env)
+            assert refused.exit_code == 1, (command, refused.output)
+            assert refused.stdout == ""
+            (error,) = [line for line in refused.stderr.splitlines() if line.startswith("Error")]
+            assert error.startswith("Error: Resource Not Found"), (command, refused.stderr)
+            assert "Traceback" not in refused.stderr
+    # The stranger saw nothing and changed nothing.
+    assert live.client.get(finished_batch).raw.get("canceled_at") in (None, "")
+
+
+def test_commands_on_mailchimp_say_it_has_no_such_endpoint() -> None:
+    mailchimp = ["--mailchimp", "--api-key", "0" * 32 + "-us1"]
+    for command in _commands("1234567890"):
+        refused = invoke(*command, *mailchimp)
+        assert refused.exit_code == 2, (command, refused.output)
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1 and "Usage" not in refused.stderr, refused.stderr
+        assert "Conveyor extension" in errors[0] or "batch delete" in errors[0]

@@ -21,7 +21,9 @@ import orjson
 from rich.table import Table
 
 from conveyor.client.cli_common import (
+    CommandError,
     Interrupted,
+    NotOnMailchimp,
     SomeRowsFailed,
     Target,
     connection_options,
@@ -269,7 +271,7 @@ def batch_cancel(batch_id: str, target: Target) -> None:
     """
     with reported(), target.client(writes=True) as client:
         if client.is_mailchimp:
-            raise click.UsageError(
+            raise NotOnMailchimp(
                 "Mailchimp cannot cancel a batch and keep its results; "
                 f"`conveyor batch delete {batch_id} --mailchimp` stops it and discards them"
             )
@@ -380,14 +382,15 @@ def batch_watch(batch_id: str, target: Target) -> None:
     with reported(), target.client() as client, WatchProgress(stderr()) as progress:
         try:
             for update in client.watch(batch_id):
+                if update.event == "deleted":
+                    # No end to report, and a script must not take it for one.
+                    raise CommandError(f"batch {batch_id} was deleted while it was watched")
                 progress.show(update)
                 last = update.batch
         except KeyboardInterrupt:
             raise Interrupted(f"stopped watching; batch {batch_id} runs on") from None
-    if last is not None and last.done:
+    if last is not None:
         stderr().print(_finished_line(last))
-    else:
-        stderr().print(f"batch {batch_id} was deleted")
 
 
 # -- members ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from conveyor.client.errors import (
     ConfigurationError,
     ConveyorApiError,
     ConveyorConnectionError,
+    ExtensionUnavailable,
     InvalidOperation,
     WaitTimeout,
 )
@@ -39,6 +40,14 @@ class CommandError(click.ClickException):
 
 class WaitStopped(CommandError):
     exit_code = EXIT_WAIT_TIMEOUT
+
+
+class NotOnMailchimp(CommandError):
+    """The command needs a Conveyor extension and the target is Mailchimp: exit 2, as for
+    any other command that cannot work as given, but one line (no usage text: the command
+    line is right, the target lacks the endpoint)."""
+
+    exit_code = 2
 
 
 class Interrupted(CommandError):
@@ -165,6 +174,8 @@ def reported() -> Iterator[None]:
         raise CommandError(exc.message) from None
     except WaitTimeout as exc:
         raise WaitStopped(str(exc)) from None
+    except ExtensionUnavailable as exc:
+        raise NotOnMailchimp(str(exc)) from None
     except (
         ConveyorConnectionError,
         BatchNotFinished,

@@ -23,7 +23,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote, urlsplit
@@ -38,6 +38,7 @@ from conveyor.client.errors import (
     ConfigurationError,
     ConveyorApiError,
     ConveyorConnectionError,
+    ExtensionUnavailable,
     FieldError,
     InvalidOperation,
     WaitTimeout,
@@ -63,6 +64,9 @@ ENV_API_KEY = "MAILCHIMP_API_KEY"
 # Same key and same body: the server answers with the batch it made the first time instead of
 # making another one (and says so with Idempotent-Replayed: true).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The most items one page of a collection holds (Mailchimp's `count` cap, Conveyor's too).
+MAX_PAGE_SIZE = 1000
+SSE_TYPE = "text/event-stream"
 REPLAYED_HEADER = "Idempotent-Replayed"
 USER_AGENT = "conveyor-client/0.1"
 
@@ -323,14 +327,17 @@ class Client:
         *,
         status: str | None = None,
         operation_id: str | None = None,
-        page_size: int = 1000,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> Iterator[OperationState]:
         """The batch's operations in submission order, page by page, while it runs too.
 
         ``status`` is ``pending``, ``succeeded`` or ``failed``. On a running batch a filtered
         view changes between pages (operations move from pending to a result), so read a
-        filtered view whole once the batch has finished.
+        filtered view whole once the batch has finished. ``page_size`` is the ``count`` of
+        each request, at most 1000 (the server's cap).
         """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1 to {MAX_PAGE_SIZE}, got {page_size}")
         self._require_conveyor("the operations view")
         path = f"batches/{_segment(batch_id)}/operations"
         filters = {"status": status, "operation_id": operation_id}
@@ -347,10 +354,12 @@ class Client:
 
     def results_ndjson(
         self, batch_id: str, *, status: str | None = None
-    ) -> Iterator[StreamedResult]:
+    ) -> Generator[StreamedResult, None, None]:
         """Every result so far as it streams, decoded; ``status="failed"`` for failures only.
 
         Unlike :meth:`results`, it works while the batch runs and holds one line at a time.
+        Stopping early: ``close()`` the generator (``contextlib.closing``) to free the
+        connection at once.
         """
         self._require_conveyor("NDJSON results")
         url = self._url(f"batches/{_segment(batch_id)}/results.ndjson")
@@ -364,47 +373,64 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 raise _api_error(response)
-            for line in response.iter_lines():
-                if line.strip():
-                    yield StreamedResult.from_json(orjson.loads(line))
+            received = 0
+            try:
+                for line in response.iter_lines():
+                    if line.strip():
+                        received += 1
+                        yield StreamedResult.from_json(orjson.loads(line))
+            except httpx.TransportError as exc:
+                # Not resumed: while the batch runs, the results so far are not a stable
+                # prefix to skip (groups commit out of order), so the caller starts again.
+                raise ConveyorConnectionError(
+                    f"GET {url}: the stream broke after {received} lines: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         finally:
             response.close()
 
-    def watch(self, batch_id: str) -> Iterator[ProgressUpdate]:
+    def watch(self, batch_id: str) -> Generator[ProgressUpdate, None, None]:
         """The batch's progress events as the server sends them, until ``finished``.
 
-        A connection lost on the way is opened again (up to ``max_retries`` times in a row);
-        the server sends the batch's state at once on every new stream, so nothing is missed
-        but repeats of the latest state.
+        Stopping early: ``close()`` the generator (``contextlib.closing``) to close the stream.
+
+        A stream lost on the way, or ended before ``finished``, is opened again (up to
+        ``max_retries`` times in a row, with backoff); the server sends the batch's state at
+        once on every new stream, so nothing is missed but repeats of the latest state.
         """
         self._require_conveyor("progress events")
         url = self._url(f"batches/{_segment(batch_id)}/events")
+
+        def build() -> httpx.Request:
+            return self._http.build_request("GET", url, headers={"Accept": SSE_TYPE})
+
         failures = 0
         while True:
-
-            def build() -> httpx.Request:
-                return self._http.build_request("GET", url, headers={"Accept": "text/event-stream"})
-
             response = self._send(build, http=self._http, stream=True)
             try:
                 if response.status_code >= 400:
                     response.read()
                     raise _api_error(response)
+                if not response.headers.get("content-type", "").startswith(SSE_TYPE):
+                    raise ConveyorConnectionError(
+                        f"GET {url}: answered {response.headers.get('content-type')!r}, not an "
+                        "event stream: is it a Conveyor server?"
+                    )
                 for event in EventSource(response).iter_sse():
                     failures = 0
                     update = ProgressUpdate.from_json(event.event, orjson.loads(event.data))
                     yield update
                     if update.last:
                         return
+                lost = "the stream ended before the batch finished"
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > self.max_retries:
-                    raise ConveyorConnectionError(
-                        f"GET {url}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                self._sleep(self._backoff_delay(failures - 1, None))
+                lost = f"{type(exc).__name__}: {exc}"
             finally:
                 response.close()
+            failures += 1
+            if failures > self.max_retries:
+                raise ConveyorConnectionError(f"GET {url}: {lost}")
+            self._sleep(self._backoff_delay(failures - 1, None))
 
     def retry_failed(self, batch_id: str, *, status_codes: Iterable[int] | None = None) -> Batch:
         """A new batch of the failed operations (or of those with these status codes)."""
@@ -426,7 +452,7 @@ class Client:
 
     def _require_conveyor(self, what: str) -> None:
         if self.is_mailchimp:
-            raise ConfigurationError(
+            raise ExtensionUnavailable(
                 f"{what} is a Conveyor extension: Mailchimp has no such endpoint"
             )
 

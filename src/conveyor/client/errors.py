@@ -18,6 +18,11 @@ class ConfigurationError(ConveyorError, ValueError):
     """The client cannot be set up: no key, a key without a datacenter, a bad URL."""
 
 
+class ExtensionUnavailable(ConfigurationError):
+    """A Conveyor extension (README, "Beyond Mailchimp") was asked of Mailchimp, which has
+    none of them; nothing was sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     field: str
