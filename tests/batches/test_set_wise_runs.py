@@ -2,7 +2,7 @@
 
 Both sides start from the same database: each runs inside a transaction that is rolled back,
 so every example compares the two paths over one seeded list (docs/architecture.md
-decision 14).
+decision 18).
 """
 
 from __future__ import annotations

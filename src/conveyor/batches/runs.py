@@ -1,6 +1,6 @@
 """Runs: consecutive member operations on one list, executed as a set.
 
-docs/architecture.md decision 14. A group's operations are planned into runs of member
+docs/architecture.md decision 18. A group's operations are planned into runs of member
 operations (add, upsert, update, archive, tag, get) on the same list. A run reads all its
 members in one query, decides each operation with the very handlers a single HTTP request
 runs (the same rules and the same renderer: the two paths cannot drift), and holds every
