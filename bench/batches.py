@@ -15,7 +15,6 @@ e. fairness: the time a 10-operation batch takes to finish while the million run
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sqlite3
 import subprocess
@@ -92,7 +91,7 @@ def seed(server: ServerProcess) -> list[Figure]:
         archive.raise_for_status()
         batch_seconds = time.perf_counter() - started
 
-        direct_seconds = asyncio.run(post_directly(server, list_id, 1000, 10))
+        direct_seconds = post_with_threads(server, list_id, 1000, 10)
     idle_status = wrk_status(server, batch["id"], "on an idle server, the batch finished")
     ratio = direct_seconds / batch_seconds
     return [
@@ -101,32 +100,39 @@ def seed(server: ServerProcess) -> list[Figure]:
             "a. seed: 1,000 adds via one batch",
             batch_seconds,
             "s",
-            note=f"target <= 0.2 s and >= 10x direct; {ratio:.1f}x faster than direct",
+            note=f"target <= 0.1 s and >= 10x direct; {ratio:.1f}x faster than direct",
             details={"archive_bytes": len(archive.content)},
         ),
-        Figure("a. same 1,000 POSTs over HTTP, 10 conns", direct_seconds, "s"),
+        Figure("a. same 1,000 POSTs over HTTP, 10 threads, 1 client", direct_seconds, "s"),
     ]
 
 
-async def post_directly(server: ServerProcess, list_id: str, count: int, connections: int) -> float:
+def post_with_threads(server: ServerProcess, list_id: str, count: int, threads: int) -> float:
+    """The direct path as well as a user does it: `threads` threads sharing one keep-alive
+    httpx client (its pool holds a connection per thread)."""
     auth = httpx.BasicAuth("bench", server.key)
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=server.base_url, auth=auth, limits=limits) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(count):
-            queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    with httpx.Client(base_url=server.base_url, auth=auth, limits=limits, timeout=60) as client:
+        client.get("/3.0/ping").raise_for_status()
+        indexes = iter(range(count))
+        lock = threading.Lock()
 
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                response = await client.post(
-                    f"/3.0/lists/{list_id}/members",
-                    content=member_body(f"direct{i}@example.org"),
-                )
-                response.raise_for_status()
+        def worker() -> None:
+            while True:
+                with lock:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                client.post(
+                    f"/3.0/lists/{list_id}/members", content=member_body(f"direct{i}@example.org")
+                ).raise_for_status()
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
         return time.perf_counter() - started
 
 
@@ -189,7 +195,7 @@ def upserts(count: int, workdir: Path) -> list[Figure]:
             "b. 100k upserts: batch engine",
             engine_rate,
             "ops/s",
-            note=f"{ratio:.2f}x the floor (target >= 0.5x)",
+            note=f"{ratio:.2f}x the floor (target >= 0.3x)",
         ),
         Figure("b. floor: same SQL, same groups, sqlite3", floor_rate, "ops/s"),
     ]

@@ -7,6 +7,8 @@ decision 18).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +16,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from conveyor.batches.executor import OperationResult, run_operation
 from conveyor.batches.runs import Run, execute_run, plan_runs, run_candidate
@@ -243,3 +245,65 @@ def test_a_run_keeps_the_members_it_wrote(
 
 def _new_member(address: str) -> str:
     return orjson.dumps({"email_address": address, "status": "subscribed"}).decode()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_run_that_races_an_api_write_goes_one_at_a_time(
+    services: Services, seeded: tuple[str, Account]
+) -> None:
+    """Another transaction adds an address the run is about to add: the run's insert waits
+    for it, fails on the unique index, and the run leaves nothing behind (the caller then
+    runs it one at a time, where the add is Member Exists)."""
+    list_id, account = seeded
+    routes = services.routes
+    raced = "raced@example.org"
+    operations: list[tuple[str, str, str | None]] = [
+        ("POST", f"/lists/{list_id}/members", _new_member("calm@example.org")),
+        ("POST", f"/lists/{list_id}/members", _new_member(raced)),
+    ]
+    answers: list[list[tuple[int, str]] | None] = []
+    with services.database.writer.connect() as other:
+        other_transaction = other.begin()
+        plain = _one_at_a_time(routes, account, operations[1:])(other)
+        assert plain[0][0] == 200
+
+        def run_in_a_group() -> None:
+            with services.database.writer.connect() as conn, conn.begin():
+                candidates = [
+                    run_candidate(routes, i, method, path, {}, body)
+                    for i, (method, path, body) in enumerate(operations)
+                ]
+                (run,) = plan_runs(candidates)
+                assert isinstance(run, Run)
+                result = execute_run(conn, routes, account, run, api_root=ROOT)
+                answers.append(result)
+                if result is None:
+                    answers.append(_one_at_a_time(routes, account, operations)(conn))
+
+        group = threading.Thread(target=run_in_a_group)
+        group.start()
+        deadline = time.monotonic() + 30
+        while not _waits_for_a_lock(services):
+            assert time.monotonic() < deadline, "the run never waited for the other insert"
+        other_transaction.commit()
+        group.join()
+    assert answers[0] is None
+    fallback = answers[1]
+    assert fallback is not None
+    assert [status for status, _ in fallback] == [200, 400]
+    assert orjson.loads(fallback[1][1])["title"] == "Member Exists"
+    with services.database.read() as conn:
+        rows, _names = _final_rows(conn, list_id)
+    emails = [email for _h, email, _s, _d, _pk in rows]
+    assert emails.count(raced) == 1 and "calm@example.org" in emails
+
+
+def _waits_for_a_lock(services: Services) -> bool:
+    with services.database.read() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return int(waiting) > 0
