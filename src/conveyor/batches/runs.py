@@ -90,8 +90,9 @@ def run_candidate(
     raw_key = path_params.get("subscriber_hash")
     if raw_key is not None:
         keys.append(member_key(raw_key))
-    email = _body_email(body)
-    if email is not None:
+    elif (email := _body_email(body)) is not None:
+        # An add names its member in the body only. Other addresses a body names (a PUT's,
+        # a PATCH's new one) are looked up when a handler asks, which is rare enough.
         keys.append(subscriber_hash(email.strip()))
     query = {**path_query, **params}
     return path_params["list_id"], RunOperation(
