@@ -15,7 +15,6 @@ e. fairness: the time a 10-operation batch takes to finish while the million run
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sqlite3
 import subprocess
@@ -92,7 +91,7 @@ def seed(server: ServerProcess) -> list[Figure]:
         archive.raise_for_status()
         batch_seconds = time.perf_counter() - started
 
-        direct_seconds = asyncio.run(post_directly(server, list_id, 1000, 10))
+        direct_seconds = post_with_threads(server, list_id, 1000, 10)
     idle_status = wrk_status(server, batch["id"], "on an idle server, the batch finished")
     ratio = direct_seconds / batch_seconds
     return [
@@ -101,32 +100,39 @@ def seed(server: ServerProcess) -> list[Figure]:
             "a. seed: 1,000 adds via one batch",
             batch_seconds,
             "s",
-            note=f"target <= 0.2 s and >= 10x direct; {ratio:.1f}x faster than direct",
+            note=f"target <= 0.1 s and >= 10x direct; {ratio:.1f}x faster than direct",
             details={"archive_bytes": len(archive.content)},
         ),
-        Figure("a. same 1,000 POSTs over HTTP, 10 conns", direct_seconds, "s"),
+        Figure("a. same 1,000 POSTs over HTTP, 10 threads, 1 client", direct_seconds, "s"),
     ]
 
 
-async def post_directly(server: ServerProcess, list_id: str, count: int, connections: int) -> float:
+def post_with_threads(server: ServerProcess, list_id: str, count: int, threads: int) -> float:
+    """The direct path as well as a user does it: `threads` threads sharing one keep-alive
+    httpx client (its pool holds a connection per thread)."""
     auth = httpx.BasicAuth("bench", server.key)
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=server.base_url, auth=auth, limits=limits) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(count):
-            queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    with httpx.Client(base_url=server.base_url, auth=auth, limits=limits, timeout=60) as client:
+        client.get("/3.0/ping").raise_for_status()
+        indexes = iter(range(count))
+        lock = threading.Lock()
 
-        async def worker() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                response = await client.post(
-                    f"/3.0/lists/{list_id}/members",
-                    content=member_body(f"direct{i}@example.org"),
-                )
-                response.raise_for_status()
+        def worker() -> None:
+            while True:
+                with lock:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                client.post(
+                    f"/3.0/lists/{list_id}/members", content=member_body(f"direct{i}@example.org")
+                ).raise_for_status()
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
         return time.perf_counter() - started
 
 
@@ -169,6 +175,7 @@ def upserts(count: int, workdir: Path) -> list[Figure]:
     engine = services.engine
     steps = {Step.PREPROCESS: engine.preprocess, Step.WORK: engine.work}
     started = time.perf_counter()
+    cpu_started = time.process_time()
     pending = [FollowUp(Step.PREPROCESS, batch_id)]
     while pending:
         follow_up = pending.pop()
@@ -176,12 +183,15 @@ def upserts(count: int, workdir: Path) -> list[Figure]:
             break
         pending.extend(steps[follow_up.step](follow_up.target_id))
     engine_seconds = time.perf_counter() - started
+    engine_cpu_us = (time.process_time() - cpu_started) / count * 1e6
     with services.database.read() as conn:
         row = services.batch_store.get(conn, batch_id)
     assert row is not None and row.finished_operations == count, row
     engine_rate = count / engine_seconds
 
-    floor_rate = upsert_floor(services.settings.resolved_database_url, account.pk, list_id, count)
+    floor_rate, floor_cpu_us = upsert_floor(
+        services.settings.resolved_database_url, account.pk, list_id, count
+    )
     services.close()
     ratio = engine_rate / floor_rate
     return [
@@ -189,14 +199,25 @@ def upserts(count: int, workdir: Path) -> list[Figure]:
             "b. 100k upserts: batch engine",
             engine_rate,
             "ops/s",
-            note=f"{ratio:.2f}x the floor (target >= 0.5x)",
+            note=f"{ratio:.2f}x the floor (target >= 0.3x); CPU {engine_cpu_us:.0f} us/op, "
+            f"{floor_cpu_us / engine_cpu_us:.2f}x the floor by CPU",
+            details={"cpu_us_per_op": engine_cpu_us},
         ),
-        Figure("b. floor: same SQL, same groups, sqlite3", floor_rate, "ops/s"),
+        Figure(
+            "b. floor: same SQL, same groups, sqlite3",
+            floor_rate,
+            "ops/s",
+            note=f"CPU {floor_cpu_us:.0f} us/op",
+            details={"cpu_us_per_op": floor_cpu_us},
+        ),
     ]
 
 
-def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -> float:
-    """The statements a PUT of a new member issues, in 500-op transactions, on sqlite3."""
+def upsert_floor(
+    database_url: str, account_pk: int, list_id: str, count: int
+) -> tuple[float, float]:
+    """The statements a PUT of a new member issues, in 500-op transactions, on sqlite3:
+    operations/s and CPU µs per operation (the machine is shared: CPU is the steadier)."""
     path = database_url.removeprefix("sqlite:///")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -215,6 +236,7 @@ def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -
     member_json = orjson.dumps({"email_type": "html", "merge_fields": {}, "tags": []}).decode()
     batch_id = hex_id(10)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for group_start in range(0, count, 500):
         conn.execute("BEGIN IMMEDIATE")
         rows = []
@@ -237,8 +259,9 @@ def upsert_floor(database_url: str, account_pk: int, list_id: str, count: int) -
         conn.executemany(result_sql, rows)
         conn.execute("COMMIT")
     seconds = time.perf_counter() - started
+    cpu_us = (time.process_time() - cpu_started) / count * 1e6
     conn.close()
-    return count / seconds
+    return count / seconds, cpu_us
 
 
 # --- c/d/e. the million, the status endpoint, fairness -------------------------------------

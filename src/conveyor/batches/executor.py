@@ -6,7 +6,7 @@ counters commit together or not at all, so no effect is applied twice and no res
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import Connection
 
 from conveyor.batches.group_hooks import GroupHooks, NoHooks, RanOperation
+from conveyor.batches.runs import Run, execute_run, plan_runs, run_candidate
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
@@ -152,24 +153,49 @@ def run_group(
         return GroupOutcome(committed=False)
     hooks = hooks or NoHooks()
     intercepts = hooks.intercepts(account)
+    operations = store.load_operations(conn, claim.batch_id, start, stop)
+    parsed = [orjson.loads(op.params) if op.params else {} for op in operations]
+    answers: list[list[OperationResult]] = []
+    plan: Iterable[Run | int] = range(len(operations))
+    if not intercepts:
+        # Runs of member operations go set-wise (batches/runs.py); a hook that must see
+        # every operation keeps them all on the one-at-a-time path.
+        candidates = [
+            run_candidate(routes, i, op.method, op.path, parsed[i], op.body)
+            for i, op in enumerate(operations)
+        ]
+        plan = plan_runs(candidates)
+    for planned in plan:
+        # In submission order: a run's operations, or one operation.
+        if isinstance(planned, Run):
+            done = execute_run(conn, routes, account, planned, api_root=api_root)
+            if done is not None:
+                answers.extend([OperationResult(status, body)] for status, body in done)
+                continue
+            indexes = [member_op.index for member_op in planned.operations]
+        else:
+            indexes = [planned]
+        for index in indexes:
+            op = operations[index]
+            answer = (
+                hooks.before_operation(account, claim.batch_id, op.method, op.path)
+                if intercepts
+                else None
+            )
+            if answer is not None:
+                answers.append([OperationResult(answer.status_code, answer.response)])
+            else:
+                answers.append(
+                    run_operation(
+                        conn, routes, account, op.method, op.path, parsed[index], op.body,
+                        api_root=api_root, page_size=page_size,
+                    )
+                )  # fmt: skip
     rows: list[dict[str, Any]] = []
     ran: list[RanOperation] = []
     finished = errored = 0
     extra_pages = 0
-    for op in store.load_operations(conn, claim.batch_id, start, stop):
-        params = orjson.loads(op.params) if op.params else {}
-        answer = (
-            hooks.before_operation(account, claim.batch_id, op.method, op.path)
-            if intercepts
-            else None
-        )
-        if answer is not None:
-            results = [OperationResult(answer.status_code, answer.response)]
-        else:
-            results = run_operation(
-                conn, routes, account, op.method, op.path, params, op.body,
-                api_root=api_root, page_size=page_size,
-            )  # fmt: skip
+    for op, params, results in zip(operations, parsed, answers, strict=True):
         code = results[0].status_code
         ran.append(RanOperation(op.seq, op.operation_id, op.method, op.path, params, op.body, code))
         extra_pages += len(results) - 1

@@ -6,6 +6,7 @@ hot path (docs/architecture.md, "A hot path below SQLAlchemy's execute").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,37 @@ _UPDATE_MEMBER = RawStatement(
         last_changed=bindparam("last_changed"),
     )
 )
+
+
+# A plain INSERT, web id given: a run allocates its ids first (`allocate_web_ids`) so that it
+# can answer with the rows before writing them in one `executemany`.
+_INSERT_MEMBER_WITH_ID = RawStatement(
+    members.insert().values(
+        {
+            name: bindparam(name)
+            for name in (
+                "web_id", "account_pk", "list_pk", "subscriber_hash", "email_address",
+                "unique_email_id", "contact_id", "status", "data", "last_changed",
+            )
+        }
+    )
+)  # fmt: skip
+
+# Many keys in one parameter: a JSON array on SQLite, an array on PostgreSQL, so that one
+# statement text serves any number of keys.
+_SELECT_MEMBERS = (
+    "SELECT web_id, subscriber_hash, email_address, unique_email_id, contact_id, status,"
+    " data, last_changed FROM members WHERE list_pk = "
+)
+_MEMBERS_BY_HASHES = {
+    "sqlite": f"{_SELECT_MEMBERS}? AND subscriber_hash IN (SELECT value FROM json_each(?))",
+    "postgresql": f"{_SELECT_MEMBERS}%s AND subscriber_hash = ANY(%s)",
+}
+_MEMBERS_BY_CONTACTS = {
+    "sqlite": f"{_SELECT_MEMBERS}? AND contact_id IN (SELECT value FROM json_each(?))",
+    "postgresql": f"{_SELECT_MEMBERS}%s AND contact_id = ANY(%s)",
+}
+_KEYS_PER_QUERY = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +203,22 @@ class MemberStore:
             row = _MEMBER_BY_CONTACT.first(conn, params)
         return None if row is None else _member(row)
 
+    def new_row(self, email: str, status: str, data: dict[str, Any]) -> MemberRow:
+        """A member about to be inserted (web_id 0 until it is): its ids and first times."""
+        now = now_iso(self.clock)
+        if status == "subscribed" and not data["timestamp_opt"]:
+            data["timestamp_opt"] = now
+        return MemberRow(
+            web_id=0,
+            subscriber_hash=subscriber_hash(email),
+            email_address=email,
+            unique_email_id=hex_id(10),
+            contact_id=hex_id(32),
+            status=status,
+            data=data,
+            last_changed=now,
+        )
+
     def insert(
         self,
         conn: Connection,
@@ -181,19 +229,8 @@ class MemberStore:
         data: dict[str, Any],
     ) -> MemberRow:
         """A new member; `UniqueViolation` when another transaction added the address first."""
-        now = now_iso(self.clock)
-        if status == "subscribed" and not data["timestamp_opt"]:
-            data["timestamp_opt"] = now
-        row = MemberRow(
-            web_id=0,
-            subscriber_hash=subscriber_hash(email),
-            email_address=email,
-            unique_email_id=hex_id(10),
-            contact_id=hex_id(32),
-            status=status,
-            data=data,
-            last_changed=now,
-        )
+        row = self.new_row(email, status, data)
+        now = row.last_changed
         try:
             inserted = _INSERT_MEMBER[conn.dialect.name].first(
                 conn,
@@ -239,6 +276,93 @@ class MemberStore:
             if is_unique_violation(exc):
                 raise UniqueViolation(member.email_address) from None
             raise
+
+    # --- set-wise: a run of operations reads its members at once and writes them at once ---
+
+    def find_many(
+        self, conn: Connection, list_pk: int, keys: Sequence[str], *, by_contact: bool = False
+    ) -> list[MemberRow]:
+        """The list's members whose subscriber hash (or contact id) is one of `keys`."""
+        statements = _MEMBERS_BY_CONTACTS if by_contact else _MEMBERS_BY_HASHES
+        sql = statements[conn.dialect.name]
+        found: list[MemberRow] = []
+        cursor = conn.connection.cursor()
+        try:
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                part = list(keys[start : start + _KEYS_PER_QUERY])
+                packed: Any = dump_json(part) if conn.dialect.name == "sqlite" else part
+                cursor.execute(sql, (list_pk, packed))
+                found.extend(_member(row) for row in cursor.fetchall())
+        finally:
+            cursor.close()
+        return found
+
+    def allocate_web_ids(self, conn: Connection, count: int) -> list[int]:
+        """`count` web ids no member has, for rows the caller inserts in this transaction.
+
+        SQLite: above the largest (the group's transaction holds the write lock, so no one
+        else inserts meanwhile). PostgreSQL: taken from the column's sequence, as a plain
+        INSERT would.
+        """
+        cursor = conn.connection.cursor()
+        try:
+            if conn.dialect.name == "sqlite":
+                cursor.execute("SELECT COALESCE(MAX(web_id), 0) FROM members")
+                top = int(cursor.fetchone()[0])  # type: ignore[index]
+                return list(range(top + 1, top + 1 + count))
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence('members', 'web_id'))"
+                " FROM generate_series(1, %s)",
+                (count,),
+            )
+            return [int(row[0]) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def write_many(
+        self,
+        conn: Connection,
+        account_pk: int,
+        list_pk: int,
+        inserted: Sequence[MemberRow],
+        updated: Sequence[MemberRow],
+        encoded: dict[int, str],
+    ) -> None:
+        """Updates, then inserts with their web ids, each one `executemany`; `encoded` holds
+        each row's data as JSON text by web id. Any failure (a unique index, a row an API
+        write changed meanwhile) propagates: the caller rolls back its savepoint."""
+        _UPDATE_MEMBER.run_many(
+            conn,
+            [
+                {
+                    "b_web_id": m.web_id,
+                    "email_address": m.email_address,
+                    "subscriber_hash": m.subscriber_hash,
+                    "status": m.status,
+                    "data": encoded[m.web_id],
+                    "last_changed": m.last_changed,
+                }
+                for m in updated
+            ],
+        )
+        _INSERT_MEMBER_WITH_ID.run_many(
+            conn,
+            [
+                {
+                    "web_id": m.web_id,
+                    "account_pk": account_pk,
+                    "list_pk": list_pk,
+                    "subscriber_hash": m.subscriber_hash,
+                    "email_address": m.email_address,
+                    "unique_email_id": m.unique_email_id,
+                    "contact_id": m.contact_id,
+                    "status": m.status,
+                    "data": encoded[m.web_id],
+                    "last_changed": m.last_changed,
+                }
+                for m in inserted
+            ],
+        )
 
     def tag_id(self, conn: Connection, list_pk: int, name: str) -> int:
         """The list's tag of that name, created when it has none."""
