@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from conveyor.composition import Services
@@ -19,10 +20,11 @@ from tests.batches.support import (
     batch_rows,
     download,
     drive,
+    fetch_archive,
     get_batch,
     submit,
 )
-from tests.conftest import ApiUser
+from tests.conftest import LIST_BODY, ApiUser
 
 GET_LISTS = [{"method": "GET", "path": "lists"}]
 
@@ -208,3 +210,33 @@ def test_an_operation_larger_than_a_request_refuses_the_batch(
     assert account_batch_ids(services, api.account_id) == []
     # Nothing was kept of it: the next batch is taken whole.
     assert submit(api.client, [fine])["total_operations"] == 1
+
+
+@pytest.mark.batch_settings(max_result_bytes=20_000)
+def test_a_result_over_the_cap_is_replaced_and_the_rest_kept(
+    api: ApiUser, services: Services
+) -> None:
+    list_id = api.client.post("/3.0/lists", json=LIST_BODY).json()["id"]
+    notes = "n" * 5_000
+    adds = [
+        {"method": "POST", "path": f"lists/{list_id}/members", "operation_id": f"add-{i}",
+         "body": orjson.dumps({"email_address": f"big{i}@example.org", "status": "subscribed",
+                               "merge_fields": {"FNAME": notes}}).decode()}
+        for i in range(6)
+    ]  # fmt: skip
+    pages = {"method": "GET", "path": f"lists/{list_id}/members", "operation_id": "page",
+             "params": {"count": "10"}}  # fmt: skip
+    one = {"method": "GET", "path": f"lists/{list_id}/members", "operation_id": "one",
+           "params": {"count": "1"}}  # fmt: skip
+    batch = submit(api.client, [*adds, pages, one])
+    drive(services, batch["id"])
+    done = get_batch(api.client, batch["id"])
+    by_id = fetch_archive(api.client, done).by_operation_id()
+    # Six members of 5,000 characters each: a page of all of them is over 20,000 bytes.
+    assert by_id["page"][0]["status_code"] == 400
+    problem = orjson.loads(by_id["page"][0]["response"])
+    assert problem["title"] == "Response Too Large" and "`count`" in problem["detail"]
+    assert len(by_id["page"][0]["response"]) < 1_000
+    assert by_id["one"][0]["status_code"] == 200
+    assert {by_id[f"add-{i}"][0]["status_code"] for i in range(6)} == {200}
+    assert done["errored_operations"] == 1

@@ -86,6 +86,7 @@ class BatchEngine:
                             conn, store, self.routes, account, claim, group.start, group.stop,
                             api_root=batch.api_root, page_size=settings.page_size,
                             lease_seconds=settings.lease_seconds, hooks=self.hooks,
+                            max_result_bytes=settings.max_result_bytes,
                         )  # fmt: skip
                     except BatchNotRunning:
                         # Canceled (or deleted) while this group ran: none of it happened.

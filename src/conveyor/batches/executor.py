@@ -18,6 +18,7 @@ from conveyor.batches.runs import Run, execute_run, plan_runs, run_candidate
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_path
+from conveyor.domain.result_cap import capped_response
 from conveyor.domain.states import is_success
 from conveyor.marketing.routing import Reply, RouteTable, invoke, new_request_id, select_fields
 from conveyor.storage.batches import BatchStore, Claim
@@ -144,6 +145,7 @@ def run_group(
     page_size: int,
     lease_seconds: float,
     hooks: GroupHooks | None = None,
+    max_result_bytes: int | None = None,
 ) -> GroupOutcome:
     """Run operations [start, stop) of a claimed chunk inside the caller's transaction.
 
@@ -200,18 +202,25 @@ def run_group(
         ran.append(RanOperation(op.seq, op.operation_id, op.method, op.path, params, op.body, code))
         extra_pages += len(results) - 1
         for page, result in enumerate(results):
+            status_code, response = result.status_code, result.response
+            if max_result_bytes is not None:
+                # No result row, operations page or archive file holds more than the cap.
+                status_code, response = capped_response(
+                    op.method, status_code, response,
+                    max_bytes=max_result_bytes, instance=new_request_id(),
+                )  # fmt: skip
             rows.append(
                 {
                     "batch_id": claim.batch_id,
                     "seq": op.seq,
                     "page": page,
-                    "status_code": result.status_code,
+                    "status_code": status_code,
                     "operation_id": op.operation_id,
-                    "response": result.response,
+                    "response": response,
                 }
             )
             finished += 1
-            if not is_success(result.status_code):
+            if not is_success(status_code):
                 errored += 1
     store.record_results(conn, claim.batch_id, rows, finished, errored, extra_pages)
     return GroupOutcome(committed=True, operations=finished, errored=errored, ran=ran)
