@@ -107,13 +107,17 @@ _SELECT_MEMBERS = (
     "SELECT web_id, subscriber_hash, email_address, unique_email_id, contact_id, status,"
     " data, last_changed FROM members WHERE list_pk = "
 )
+# On PostgreSQL one index probe per key (a LATERAL join over the array): `= ANY(array)` on a
+# members table grown since its last ANALYZE was planned as a scan of the whole list, a pass
+# over every member of the list for each run.
+_LATERAL = "SELECT m.* FROM unnest(%s::text[]) AS wanted(key) CROSS JOIN LATERAL ("
 _MEMBERS_BY_HASHES = {
     "sqlite": f"{_SELECT_MEMBERS}? AND subscriber_hash IN (SELECT value FROM json_each(?))",
-    "postgresql": f"{_SELECT_MEMBERS}%s AND subscriber_hash = ANY(%s)",
+    "postgresql": f"{_LATERAL}{_SELECT_MEMBERS}%s AND subscriber_hash = wanted.key) AS m",
 }
 _MEMBERS_BY_CONTACTS = {
     "sqlite": f"{_SELECT_MEMBERS}? AND contact_id IN (SELECT value FROM json_each(?))",
-    "postgresql": f"{_SELECT_MEMBERS}%s AND contact_id = ANY(%s)",
+    "postgresql": f"{_LATERAL}{_SELECT_MEMBERS}%s AND contact_id = wanted.key) AS m",
 }
 _KEYS_PER_QUERY = 1000
 
@@ -288,10 +292,13 @@ class MemberStore:
         found: list[MemberRow] = []
         cursor = conn.connection.cursor()
         try:
-            for start in range(0, len(keys), _KEYS_PER_QUERY):
-                part = list(keys[start : start + _KEYS_PER_QUERY])
-                packed: Any = dump_json(part) if conn.dialect.name == "sqlite" else part
-                cursor.execute(sql, (list_pk, packed))
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), _KEYS_PER_QUERY):
+                part = unique[start : start + _KEYS_PER_QUERY]
+                if conn.dialect.name == "sqlite":
+                    cursor.execute(sql, (list_pk, dump_json(part)))
+                else:
+                    cursor.execute(sql, (part, list_pk))
                 found.extend(_member(row) for row in cursor.fetchall())
         finally:
             cursor.close()
