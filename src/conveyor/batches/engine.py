@@ -54,8 +54,12 @@ class BatchEngine:
         self.hooks.before_start(batch_id)
         with self.database.write() as conn:
             store.move(conn, batch_id, BatchStatus.PENDING, BatchStatus.PREPROCESSING)
+        chunk_size = self.settings.chunk_size
+        with self.database.read() as conn:
+            # Outside the writer: reading a big batch's operations takes seconds.
+            planned = store.plan(conn, batch_id, chunk_size)
         with self.database.write() as conn:
-            chunks = store.plan_and_start(conn, batch_id, self.settings.chunk_size)
+            chunks = store.plan_and_start(conn, batch_id, chunk_size, planned)
             batch = store.get(conn, batch_id)
         if batch is None:
             return []
