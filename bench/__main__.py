@@ -1,7 +1,7 @@
 """`python -m bench`: every benchmark, one module after the other (`make bench`).
 
-python -m bench                 # every module: marketing, batches, ingest, webhooks, steer, scale
-                                # (PostgreSQL, Redis), sync, emulator
+python -m bench                 # every module: marketing, batches, ingest, fairness, webhooks,
+                                # steer, scale (PostgreSQL, Redis), sync, emulator
 python -m bench marketing       # one of them; arguments after it go to that module
 """
 
@@ -10,7 +10,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODULES = ("marketing", "batches", "ingest", "webhooks", "steer", "scale", "sync", "emulator")
+MODULES = (
+    "marketing",
+    "batches",
+    "ingest",
+    "fairness",
+    "webhooks",
+    "steer",
+    "scale",
+    "sync",
+    "emulator",
+)
 
 
 def main() -> None:

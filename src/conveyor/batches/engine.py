@@ -14,7 +14,7 @@ from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
 from conveyor.domain.chunking import plan_groups
 from conveyor.domain.states import BatchStatus
-from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
+from conveyor.domain.steps import SWEEP_STEP, WORK_SLICE_SECONDS, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import BatchSettings
@@ -81,8 +81,15 @@ class BatchEngine:
             account = store.account_of(conn, batch.account_pk) if batch else None
         if claim is None or batch is None or account is None:
             return self._after_chunk(batch_id)
+        clock = store.clock
+        sliced_at = clock.monotonic() + WORK_SLICE_SECONDS
         try:
             for group in plan_groups(claim.next_seq, claim.stop_seq, settings.group_size):
+                if group.start > claim.next_seq and clock.monotonic() >= sliced_at:
+                    # Time's up: hand the chunk back and queue behind other batches' work;
+                    # the next claim resumes it from its cursor (where this group starts).
+                    self._release(claim)
+                    return [FollowUp(Step.WORK, batch_id)]
                 with self.database.writer.connect() as conn:
                     transaction = conn.begin()
                     try:
