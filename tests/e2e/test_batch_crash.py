@@ -3,7 +3,9 @@
 docs/architecture.md decision 2 promises exactly-once effects and exactly one result per operation
 whatever moment the process dies at. These tests kill the server with SIGKILL (no cleanup
 runs, as in an OOM kill or a power cut) at random moments, restart it on the same data dir,
-and check what a client can see: the archive, the batch counters and the list's members.
+and check what a client can see: the archive, the batch counters and the list's members;
+for a mixed workload on the same members, that these equal what the same operations sent one
+by one over HTTP to a second, fresh server give (docs/architecture.md decision 18).
 
 The random moments come from a seeded generator; the seed is printed, and CONVEYOR_E2E_SEED
 replays a failing run.
