@@ -3,8 +3,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conveyor.domain.chunking import (
+    GROUP_TARGET_SECONDS,
     ChunkRange,
     member_of,
+    next_group_size,
     plan_chunks,
     plan_groups,
     plan_member_chunks,
@@ -141,3 +143,17 @@ def test_plan_member_chunks_keeps_members_whole_and_chunks_short(
             before = {m for m in members[chunk.start : cut] if m is not None}
             after = {m for m in members[cut:] if m is not None}
             assert before & after, f"{chunk} could have been cut at {cut}"
+
+
+def test_next_group_size_holds_the_writer_near_the_target() -> None:
+    target = GROUP_TARGET_SECONDS
+    # Too long: shrunk in proportion, never below ten (nor above the largest).
+    assert next_group_size(500, target * 4, 500) == 125
+    assert next_group_size(500, 100.0, 500) == 10
+    assert next_group_size(500, 100.0, 5) == 5
+    # Quick: doubled back up to the largest; near the target: kept.
+    assert next_group_size(100, target / 4, 500) == 200
+    assert next_group_size(400, 0.0, 500) == 500
+    assert next_group_size(100, target * 0.75, 500) == 100
+    with pytest.raises(ValueError):
+        next_group_size(10, 0.1, 0)

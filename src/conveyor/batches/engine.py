@@ -12,7 +12,7 @@ from conveyor.batches.executor import run_group
 from conveyor.batches.group_hooks import GroupHooks, NoHooks
 from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
-from conveyor.domain.chunking import plan_groups
+from conveyor.domain.chunking import next_group_size
 from conveyor.domain.states import BatchStatus
 from conveyor.domain.steps import SWEEP_STEP, WORK_SLICE_SECONDS, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
@@ -46,6 +46,10 @@ class BatchEngine:
     webhook_store: WebhookStore
     idempotency_keys: IdempotencyStore
     hooks: GroupHooks = field(default_factory=NoHooks)
+    # The group size each batch's last group settled on (`next_group_size`), so a work step
+    # after a time slice does not start again with a group that holds the writer too long.
+    # A hint only, in this process: a missing entry starts at `group_size`.
+    _group_sizes: dict[str, int] = field(default_factory=dict, repr=False)
 
     # --- preprocess ----------------------------------------------------------------------
 
@@ -83,18 +87,23 @@ class BatchEngine:
             return self._after_chunk(batch_id)
         clock = store.clock
         sliced_at = clock.monotonic() + WORK_SLICE_SECONDS
+        size = self._group_sizes.get(batch_id, settings.group_size)
+        start = claim.next_seq
         try:
-            for group in plan_groups(claim.next_seq, claim.stop_seq, settings.group_size):
-                if group.start > claim.next_seq and clock.monotonic() >= sliced_at:
+            while start < claim.stop_seq:
+                if start > claim.next_seq and clock.monotonic() >= sliced_at:
                     # Time's up: hand the chunk back and queue behind other batches' work;
                     # the next claim resumes it from its cursor (where this group starts).
                     self._release(claim)
                     return [FollowUp(Step.WORK, batch_id)]
+                stop = min(start + size, claim.stop_seq)
                 with self.database.writer.connect() as conn:
                     transaction = conn.begin()
+                    # Timed from here: on SQLite, BEGIN IMMEDIATE above waited for the lock.
+                    began = clock.monotonic()
                     try:
                         outcome = run_group(
-                            conn, store, self.routes, account, claim, group.start, group.stop,
+                            conn, store, self.routes, account, claim, start, stop,
                             api_root=batch.api_root, page_size=settings.page_size,
                             lease_seconds=settings.lease_seconds, hooks=self.hooks,
                         )  # fmt: skip
@@ -113,7 +122,13 @@ class BatchEngine:
                         log.info("batch %s chunk %s: claim lost, stopping", batch_id, claim.seq)
                         return []
                     transaction.commit()
+                    held = clock.monotonic() - began
                     self.hooks.after_commit(account, batch_id, outcome.ran)
+                size = next_group_size(stop - start, held, settings.group_size)
+                start = stop
+                if len(self._group_sizes) > 1_000:
+                    self._group_sizes.clear()  # batches long finished: start them afresh
+                self._group_sizes[batch_id] = size
         except BaseException:
             # The failed group rolled back whole; hand the chunk back now, so the broker's
             # retry resumes it from the last commit instead of waiting out the lease (and

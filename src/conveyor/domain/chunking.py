@@ -143,3 +143,24 @@ def plan_groups(start: int, stop: int, group_size: int) -> Iterator[range]:
         range(group_start, min(group_start + group_size, stop))
         for group_start in range(start, stop, group_size)
     )
+
+
+# How long one group may hold the database (on SQLite, the one writer lock): every other
+# batch's writes (a submit, a claim, a small batch's own group) wait behind it. A group of
+# `group_size` per-operation upserts on a busy 2-core machine held it ~0.3 s, which a small
+# batch beside a big one paid at each of its seven or so write transactions.
+GROUP_TARGET_SECONDS = 0.08
+_SMALLEST_GROUP = 10
+
+
+def next_group_size(current: int, seconds: float, largest: int) -> int:
+    """The size of a chunk's next group, after a group of `current` operations held the
+    database for `seconds`: shrunk toward `GROUP_TARGET_SECONDS` when it held it longer,
+    grown back (doubling, up to `largest`) when it was quick."""
+    _require_positive("largest", largest)
+    if seconds > GROUP_TARGET_SECONDS:
+        scaled = int(current * GROUP_TARGET_SECONDS / seconds)
+        return max(min(scaled, largest), min(_SMALLEST_GROUP, largest))
+    if seconds < GROUP_TARGET_SECONDS / 2:
+        return min(current * 2, largest)
+    return min(current, largest)
