@@ -149,7 +149,7 @@ def plan_groups(start: int, stop: int, group_size: int) -> Iterator[range]:
 # batch's writes (a submit, a claim, a small batch's own group) wait behind it. A group of
 # `group_size` per-operation upserts on a busy 2-core machine held it ~0.3 s, which a small
 # batch beside a big one paid at each of its seven or so write transactions.
-GROUP_TARGET_SECONDS = 0.08
+GROUP_TARGET_SECONDS = 0.05
 _SMALLEST_GROUP = 10
 
 

@@ -40,7 +40,7 @@ CONTINUE_INLINE = frozenset({(Step.PREPROCESS, Step.WORK), (Step.WORK, Step.FINA
 # long, even mid-chunk: a chunk of a big batch takes seconds, and a small batch submitted
 # meanwhile would otherwise wait for it (issue 9 item 6: a small batch beside a huge one
 # finishes within a second). A group is never cut, so a step runs at least one.
-WORK_SLICE_SECONDS = 0.2
+WORK_SLICE_SECONDS = 0.1
 
 # Dramatiq holds a delayed message unacknowledged in the worker until its eta (dramatiq#827),
 # and RabbitMQ closes a consumer that sits on one past its `consumer_timeout` (30 minutes).
