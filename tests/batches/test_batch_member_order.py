@@ -1,5 +1,5 @@
 """Operations on one member run in submission order, across chunks and workers (issue 9
-item 8; docs/architecture.md decision 18)."""
+item 8; docs/architecture.md decision 19)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ whatever moment the process dies at. These tests kill the server with SIGKILL (n
 runs, as in an OOM kill or a power cut) at random moments, restart it on the same data dir,
 and check what a client can see: the archive, the batch counters and the list's members;
 for a mixed workload on the same members, that these equal what the same operations sent one
-by one over HTTP to a second, fresh server give (docs/architecture.md decision 18).
+by one over HTTP to a second, fresh server give (docs/architecture.md decision 19).
 
 The random moments come from a seeded generator; the seed is printed, and CONVEYOR_E2E_SEED
 replays a failing run.
@@ -392,7 +392,7 @@ def mixed_operations(list_id: str, rng: random.Random) -> list[dict[str, Any]]:
 
     Their outcomes depend on the order each member's operations run in (a second add is
     Member Exists, a patch of an archived member fails, a re-add revives it), which Conveyor
-    keeps (docs/architecture.md decision 18). Each block of members has its operations
+    keeps (docs/architecture.md decision 19). Each block of members has its operations
     interleaved, and blocks follow one another, so the batch still cuts into several chunks.
     """
     members = f"lists/{list_id}/members"

@@ -6,7 +6,7 @@ order.
 
 Chunks run in parallel, so an order between two operations holds only inside one chunk.
 Conveyor promises that the operations on one member (one list and one address) run in
-submission order (docs/architecture.md decision 18): chunks are therefore cut only where no
+submission order (docs/architecture.md decision 19): chunks are therefore cut only where no
 member has operations on both sides of the cut. For the usual batch (each member once, or a
 member's operations close together) that is the plain cut every `chunk_size` operations,
 moved on by a few; a member whose operations lie far apart keeps everything between them in
