@@ -1,7 +1,7 @@
 """`python -m bench`: every benchmark, one module after the other (`make bench`).
 
-python -m bench                 # every module: marketing, batches, ingest, webhooks, steer, scale
-                                # (PostgreSQL, Redis), sync, emulator
+python -m bench                 # every module: marketing, batches, ingest, fairness, webhooks,
+                                # steer, scale (PostgreSQL, Redis), sync, emulator
 python -m bench marketing       # one of them; arguments after it go to that module
 """
 
@@ -14,6 +14,7 @@ MODULES = (
     "marketing",
     "batches",
     "ingest",
+    "fairness",
     "webhooks",
     "steer",
     "scale",

@@ -3,7 +3,9 @@
 docs/architecture.md decision 2 promises exactly-once effects and exactly one result per operation
 whatever moment the process dies at. These tests kill the server with SIGKILL (no cleanup
 runs, as in an OOM kill or a power cut) at random moments, restart it on the same data dir,
-and check what a client can see: the archive, the batch counters and the list's members.
+and check what a client can see: the archive, the batch counters and the list's members;
+for a mixed workload on the same members, that these equal what the same operations sent one
+by one over HTTP to a second, fresh server give (docs/architecture.md decision 19).
 
 The random moments come from a seeded generator; the seed is printed, and CONVEYOR_E2E_SEED
 replays a failing run.
@@ -375,3 +377,162 @@ def delete_quietly(server: ServerProcess, batch_id: str) -> None:
     """DELETE the batch; the server is killed under it, so no answer is expected."""
     with api_client(server) as api, contextlib.suppress(httpx.TransportError):
         api.delete(f"batches/{batch_id}")
+
+
+# -- a mixed workload on the same members, against the same operations sent one by one ----
+
+MIXED_BLOCKS = 30
+MIXED_MEMBERS_PER_BLOCK = 10
+MIXED_OPERATIONS_PER_MEMBER = 10
+MIXED_KILLS = 3
+
+
+def mixed_operations(list_id: str, rng: random.Random) -> list[dict[str, Any]]:
+    """Adds, repeated adds, upserts, patches, archives, re-adds and tags on the same members.
+
+    Their outcomes depend on the order each member's operations run in (a second add is
+    Member Exists, a patch of an archived member fails, a re-add revives it), which Conveyor
+    keeps (docs/architecture.md decision 19). Each block of members has its operations
+    interleaved, and blocks follow one another, so the batch still cuts into several chunks.
+    """
+    members = f"lists/{list_id}/members"
+    operations: list[dict[str, Any]] = []
+    for block in range(MIXED_BLOCKS):
+        queues: list[list[tuple[str, str, Any]]] = []
+        for index in range(MIXED_MEMBERS_PER_BLOCK):
+            email = f"mixed{block}-{index}@example.org"
+            path = f"{members}/{md5(email)}"
+            steps: list[tuple[str, str, Any]] = []
+            for _ in range(MIXED_OPERATIONS_PER_MEMBER):
+                kind = rng.choice(("add", "add", "upsert", "patch", "archive", "tag"))
+                status = rng.choice(("subscribed", "unsubscribed", "pending"))
+                name = rng.choice(("Ann", "Bob", "Cy"))
+                if kind == "add":
+                    steps.append(("POST", members, {"email_address": email, "status": status}))
+                elif kind == "upsert":
+                    body = {
+                        "email_address": email,
+                        "status_if_new": status,
+                        "merge_fields": {"FNAME": name},
+                    }
+                    steps.append(("PUT", path, body))
+                elif kind == "patch":
+                    steps.append(
+                        ("PATCH", path, {"status": status, "merge_fields": {"LNAME": name}})
+                    )
+                elif kind == "archive":
+                    steps.append(("DELETE", path, None))
+                else:
+                    tags = [{"name": name, "status": rng.choice(("active", "inactive"))}]
+                    steps.append(("POST", f"{path}/tags", {"tags": tags}))
+            queues.append(steps)
+        # A random interleaving that keeps each member's own order.
+        while any(queues):
+            queue = rng.choice([queue for queue in queues if queue])
+            method, path, body = queue.pop(0)
+            seq = len(operations)
+            operation: dict[str, Any] = {
+                "method": method,
+                "path": path,
+                "operation_id": f"mixed-{seq}",
+            }
+            if body is not None:
+                operation["body"] = json.dumps(body)
+            operations.append(operation)
+    return operations
+
+
+def comparable(status_code: int, response: Any) -> tuple[Any, ...]:
+    """What two servers must agree on: ids, timestamps and request ids aside."""
+    if not isinstance(response, dict):
+        return (status_code, response)
+    if status_code >= 300:
+        return (status_code, response.get("title"), response.get("detail"))
+    tags = sorted(tag["name"] for tag in response.get("tags", []))
+    return (
+        status_code,
+        response.get("email_address"),
+        response.get("status"),
+        response.get("merge_fields"),
+        tags,
+    )
+
+
+def member_states(api: httpx.Client, list_id: str, emails: list[str]) -> dict[str, Any]:
+    states = {}
+    for email in emails:
+        response = api.get(f"lists/{list_id}/members/{md5(email)}")
+        body = response.json() if response.content else None
+        states[email] = comparable(response.status_code, body)
+    return states
+
+
+def test_sigkill_during_a_mixed_batch_equals_the_operations_sent_one_by_one(
+    start_server: Any, record_property: RecordProperty
+) -> None:
+    rng = seeded_random()
+    # Small chunks and groups: several chunks run in parallel, and kills land inside groups.
+    # Blocks are 100 operations: a plain cut every 150 would split every other block.
+    env = {"CONVEYOR_BATCH_CHUNK_SIZE": "150", "CONVEYOR_BATCH_GROUP_SIZE": "15"}
+    batched: ServerProcess = start_server(env=env)
+    direct: ServerProcess = start_server()
+    api, one_by_one = api_client(batched), api_client(direct)
+    list_id, direct_list_id = create_list(api), create_list(one_by_one)
+    operations = mixed_operations(list_id, rng)
+    total = len(operations)
+
+    submitted = api.post("batches", json={"operations": operations})
+    assert submitted.status_code == 200, submitted.text
+    batch_id = submitted.json()["id"]
+    progress = Progress(batch_id)
+    # Each kill waits for progress since the last restart (not for wall-clock time, which a
+    # slow machine stretches), then a random fraction of a group's time more.
+    kills: list[tuple[str, int]] = []
+    since = 0
+    for _ in range(MIXED_KILLS):
+
+        def moved(batch: dict[str, Any], since: int = since) -> bool:
+            return bool(batch["finished_operations"] > since)
+
+        reached = wait_until(lambda: progress.add(read_status(api, batch_id)), moved, timeout=60)
+        if reached["status"] == "finished":
+            break
+        time.sleep(rng.uniform(0.0, 0.05))
+        batch = progress.add(read_status(api, batch_id))
+        if batch["status"] == "finished":
+            break
+        batched.kill()
+        kills.append((batch["status"], batch["finished_operations"]))
+        batched.restart()
+        since = progress.add(read_status(api, batch_id))["finished_operations"]
+    final = wait_finished(lambda: read_status(api, batch_id), timeout=120, progress=progress)
+    print(f"{len(kills)} SIGKILLs at (status, finished_operations): {kills}")
+    record_property("mixed_crash_kills", len(kills))
+    assert kills, "the batch finished before a kill landed"
+    entries = download_archive(final)
+    assert [entry.operation_id for entry in entries] == [op["operation_id"] for op in operations]
+    assert final["finished_operations"] == final["total_operations"] == total
+
+    # The same operations, one request each, in order, on a fresh server.
+    expected: list[tuple[Any, ...]] = []
+    for operation in operations:
+        path = operation["path"].replace(list_id, direct_list_id)
+        response = one_by_one.request(
+            operation["method"], path, content=operation.get("body", "").encode()
+        )
+        expected.append(
+            comparable(response.status_code, response.json() if response.content else None)
+        )
+    got = [comparable(entry.status_code, entry.body) for entry in entries]
+    differ = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
+    assert not differ, f"{len(differ)} results differ, e.g. {differ[:3]}"
+    assert any(result[1] == "Member Exists" for result in got), "no repeated add was refused"
+
+    emails = [
+        f"mixed{block}-{index}@example.org"
+        for block in range(MIXED_BLOCKS)
+        for index in range(MIXED_MEMBERS_PER_BLOCK)
+    ]
+    assert member_states(api, list_id, emails) == member_states(one_by_one, direct_list_id, emails)
+    api.close()
+    one_by_one.close()

@@ -1,6 +1,17 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from conveyor.domain.chunking import ChunkRange, plan_chunks, plan_groups
+from conveyor.domain.chunking import (
+    GROUP_TARGET_SECONDS,
+    ChunkRange,
+    member_of,
+    next_group_size,
+    plan_chunks,
+    plan_groups,
+    plan_member_chunks,
+)
+from conveyor.domain.ids import subscriber_hash
 
 
 def test_plan_chunks_covers_every_operation_once() -> None:
@@ -53,3 +64,96 @@ def test_chunk_range_is_frozen_and_validated() -> None:
         chunk.stop = 5  # type: ignore[misc]
     with pytest.raises(ValueError):
         ChunkRange(0, 10, 5)
+
+
+# --- keeping each member's operations in one chunk ---------------------------------------
+
+_HASH = subscriber_hash("ann@example.org")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        ("POST", "lists/L1/members", '{"email_address": " Ann@Example.org "}', ("L1", _HASH)),
+        ("POST", "/3.0/lists/L1/members/", '{"email_address": "ann@example.org"}', ("L1", _HASH)),
+        ("PUT", f"/lists/L1/members/{_HASH.upper()}", None, ("L1", _HASH)),
+        ("PATCH", "/lists/L1/members/ANN@example.org", "{}", ("L1", _HASH)),
+        ("POST", f"/lists/L1/members/{_HASH}/tags", "{}", ("L1", _HASH)),
+        ("GET", f"/lists/L1/members/{_HASH}?fields=id", None, ("L1", _HASH)),
+        ("DELETE", f"/lists/L2/members/{_HASH}", None, ("L2", _HASH)),
+        ("GET", "/lists/L1/members", None, None),
+        ("POST", "/lists/L1/members", "not json", None),
+        ("POST", "/lists/L1/members", '{"email_address": 5}', None),
+        ("POST", "/lists/L1/members", "[1]", None),
+        ("POST", "/lists/L1", '{"members": []}', None),
+        ("GET", "/lists/../batches", None, None),
+        ("GET", "/ping", None, None),
+    ],
+)
+def test_member_of_reads_the_path_or_the_posted_address(
+    method: str, path: str, body: str | None, expected: tuple[str, str] | None
+) -> None:
+    assert member_of(method, path, body) == expected
+
+
+def test_plan_member_chunks_is_the_plain_cut_for_distinct_members() -> None:
+    assert plan_member_chunks(list(range(2_501)), 1_000) == plan_chunks(2_501, 1_000)
+    assert plan_member_chunks([None] * 5, 2) == plan_chunks(5, 2)
+    assert plan_member_chunks([], 3) == []
+
+
+def test_plan_member_chunks_moves_a_cut_past_a_member() -> None:
+    # Member "a" at 1 and 4: no cut at 2, 3 or 4 keeps it whole, so the first chunk is 0-4;
+    # "b" at 6 and 7 keeps the rest together.
+    members = [None, "a", None, None, "a", None, "b", "b", None, None]
+    assert plan_member_chunks(members, 2) == [
+        ChunkRange(0, 0, 5),
+        ChunkRange(1, 5, 8),
+        ChunkRange(2, 8, 10),
+    ]
+
+
+def test_plan_member_chunks_posts_then_updates_is_one_chunk() -> None:
+    # Every member posted in the first half and updated in the second: no cut is possible.
+    members = list(range(50)) + list(range(50))
+    assert plan_member_chunks(members, 10) == [ChunkRange(0, 0, 100)]
+
+
+@given(
+    members=st.lists(st.one_of(st.none(), st.integers(0, 30)), max_size=300),
+    chunk_size=st.integers(1, 40),
+)
+def test_plan_member_chunks_keeps_members_whole_and_chunks_short(
+    members: list[int | None], chunk_size: int
+) -> None:
+    chunks = plan_member_chunks(members, chunk_size)
+    # Every operation in exactly one chunk, chunks in seq order and numbered in order.
+    assert [seq for chunk in chunks for seq in chunk.operations()] == list(range(len(members)))
+    assert [chunk.seq for chunk in chunks] == list(range(len(chunks)))
+    # Each member's operations in one chunk (chunks run in seq order: in submission order).
+    chunk_of = {seq: chunk.seq for chunk in chunks for seq in chunk.operations()}
+    for member in {m for m in members if m is not None}:
+        assert len({chunk_of[seq] for seq, m in enumerate(members) if m == member}) == 1
+    # Balanced: every chunk but the last has at least chunk_size operations, and one is
+    # longer only when each cut after its first chunk_size operations would split a member.
+    for chunk in chunks[:-1]:
+        assert len(chunk) >= chunk_size
+    for chunk in chunks:
+        for cut in range(chunk.start + chunk_size, chunk.stop):
+            before = {m for m in members[chunk.start : cut] if m is not None}
+            after = {m for m in members[cut:] if m is not None}
+            assert before & after, f"{chunk} could have been cut at {cut}"
+
+
+def test_next_group_size_holds_the_writer_near_the_target() -> None:
+    target = GROUP_TARGET_SECONDS
+    # Too long: shrunk in proportion, never below ten (nor above the largest).
+    assert next_group_size(500, target * 4, 500) == 125
+    assert next_group_size(500, 100.0, 500) == 10
+    assert next_group_size(500, 100.0, 5) == 5
+    # Quick: doubled back up to the largest; near the target: kept.
+    assert next_group_size(100, target / 4, 500) == 200
+    assert next_group_size(400, 0.0, 500) == 500
+    assert next_group_size(100, target * 0.75, 500) == 100
+    with pytest.raises(ValueError):
+        next_group_size(10, 0.1, 0)

@@ -12,9 +12,9 @@ from conveyor.batches.executor import run_group
 from conveyor.batches.group_hooks import GroupHooks, NoHooks
 from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
-from conveyor.domain.chunking import plan_groups
+from conveyor.domain.chunking import next_group_size
 from conveyor.domain.states import BatchStatus
-from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
+from conveyor.domain.steps import SWEEP_STEP, WORK_SLICE_SECONDS, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import BatchSettings
@@ -46,6 +46,10 @@ class BatchEngine:
     webhook_store: WebhookStore
     idempotency_keys: IdempotencyStore
     hooks: GroupHooks = field(default_factory=NoHooks)
+    # The group size each batch's last group settled on (`next_group_size`), so a work step
+    # after a time slice does not start again with a group that holds the writer too long.
+    # A hint only, in this process: a missing entry starts at `group_size`.
+    _group_sizes: dict[str, int] = field(default_factory=dict, repr=False)
 
     # --- preprocess ----------------------------------------------------------------------
 
@@ -54,8 +58,12 @@ class BatchEngine:
         self.hooks.before_start(batch_id)
         with self.database.write() as conn:
             store.move(conn, batch_id, BatchStatus.PENDING, BatchStatus.PREPROCESSING)
+        chunk_size = self.settings.chunk_size
+        with self.database.read() as conn:
+            # Outside the writer: reading a big batch's operations takes seconds.
+            planned = store.plan(conn, batch_id, chunk_size)
         with self.database.write() as conn:
-            chunks = store.plan_and_start(conn, batch_id, self.settings.chunk_size)
+            chunks = store.plan_and_start(conn, batch_id, chunk_size, planned)
             batch = store.get(conn, batch_id)
         if batch is None:
             return []
@@ -77,13 +85,25 @@ class BatchEngine:
             account = store.account_of(conn, batch.account_pk) if batch else None
         if claim is None or batch is None or account is None:
             return self._after_chunk(batch_id)
+        clock = store.clock
+        sliced_at = clock.monotonic() + WORK_SLICE_SECONDS
+        size = self._group_sizes.get(batch_id, settings.group_size)
+        start = claim.next_seq
         try:
-            for group in plan_groups(claim.next_seq, claim.stop_seq, settings.group_size):
+            while start < claim.stop_seq:
+                if start > claim.next_seq and clock.monotonic() >= sliced_at:
+                    # Time's up: hand the chunk back and queue behind other batches' work;
+                    # the next claim resumes it from its cursor (where this group starts).
+                    self._release(claim)
+                    return [FollowUp(Step.WORK, batch_id)]
+                stop = min(start + size, claim.stop_seq)
                 with self.database.writer.connect() as conn:
                     transaction = conn.begin()
+                    # Timed from here: on SQLite, BEGIN IMMEDIATE above waited for the lock.
+                    began = clock.monotonic()
                     try:
                         outcome = run_group(
-                            conn, store, self.routes, account, claim, group.start, group.stop,
+                            conn, store, self.routes, account, claim, start, stop,
                             api_root=batch.api_root, page_size=settings.page_size,
                             lease_seconds=settings.lease_seconds, hooks=self.hooks,
                             max_result_bytes=settings.max_result_bytes,
@@ -103,7 +123,13 @@ class BatchEngine:
                         log.info("batch %s chunk %s: claim lost, stopping", batch_id, claim.seq)
                         return []
                     transaction.commit()
+                    held = clock.monotonic() - began
                     self.hooks.after_commit(account, batch_id, outcome.ran)
+                size = next_group_size(stop - start, held, settings.group_size)
+                start = stop
+                if len(self._group_sizes) > 1_000:
+                    self._group_sizes.clear()  # batches long finished: start them afresh
+                self._group_sizes[batch_id] = size
         except BaseException:
             # The failed group rolled back whole; hand the chunk back now, so the broker's
             # retry resumes it from the last commit instead of waiting out the lease (and

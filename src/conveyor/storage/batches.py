@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 )
 
 from conveyor.domain.accounts import Account
-from conveyor.domain.chunking import plan_chunks
+from conveyor.domain.chunking import ChunkRange, member_of, plan_chunks, plan_member_chunks
 from conveyor.domain.clock import Clock, now_iso
 from conveyor.domain.ids import hex_id
 from conveyor.domain.operations import Operation
@@ -184,6 +185,17 @@ _LOAD_OPERATIONS = RawStatement(
             batch_operations.c.seq < bindparam("stop"),
         )
     )
+    .order_by(batch_operations.c.seq)
+)
+
+# What planning needs of each operation: the body only where it may name the member.
+_PLAN_COLUMNS = (
+    select(
+        batch_operations.c.method,
+        batch_operations.c.path,
+        case((batch_operations.c.method == "POST", batch_operations.c.body), else_=None),
+    )
+    .where(batch_operations.c.batch_id == bindparam("batch_id"))
     .order_by(batch_operations.c.seq)
 )
 
@@ -401,8 +413,15 @@ class BatchStore:
             .values(updated_ts=self.clock.now())
         )
 
-    def plan_and_start(self, conn: Connection, batch_id: str, chunk_size: int) -> int:
-        """Create the chunk rows and move `preprocessing → started`; returns the chunk count."""
+    def plan_and_start(
+        self,
+        conn: Connection,
+        batch_id: str,
+        chunk_size: int,
+        planned: Sequence[ChunkRange] | None = None,
+    ) -> int:
+        """Create the chunk rows (`planned` by `plan`, or planned here) and move
+        `preprocessing → started`; returns the chunk count."""
         row = conn.execute(
             select(batches.c.status, batches.c.total_operations).where(batches.c.id == batch_id)
         ).first()
@@ -413,8 +432,13 @@ class BatchStore:
             .select_from(batch_chunks)
             .where(batch_chunks.c.batch_id == batch_id)
         ).scalar_one()
-        chunks = plan_chunks(row.total_operations, chunk_size) if row.total_operations else []
-        if not existing and chunks:
+        if existing:
+            chunks: Sequence[ChunkRange] = []
+        elif planned is not None:
+            chunks = planned
+        else:
+            chunks = self._plan(conn, batch_id, row.total_operations, chunk_size)
+        if chunks:
             conn.execute(
                 insert(batch_chunks),
                 [
@@ -433,6 +457,35 @@ class BatchStore:
             )
         self._move(conn, batch_id, BatchStatus.PREPROCESSING, BatchStatus.STARTED)
         return len(chunks)
+
+    def plan(self, conn: Connection, batch_id: str, chunk_size: int) -> list[ChunkRange]:
+        """The batch's chunks, keeping each member's operations in one (domain/chunking.py).
+
+        Only reads: a million operations take seconds to read, which must not hold the
+        SQLite writer (the stored operations never change after submit).
+        """
+        total = conn.execute(
+            select(batches.c.total_operations).where(batches.c.id == batch_id)
+        ).scalar()
+        return self._plan(conn, batch_id, int(total or 0), chunk_size)
+
+    def _plan(
+        self, conn: Connection, batch_id: str, total: int, chunk_size: int
+    ) -> list[ChunkRange]:
+        if total <= chunk_size:
+            # One chunk runs in seq order: nothing to read.
+            return plan_chunks(total, chunk_size)
+        # A member is kept as the hash of its key: a million (list, address) tuples would
+        # cost ~200 MB, their hashes ~40 MB; two members sharing a hash only share a chunk.
+        members: list[int | None] = []
+        append = members.append
+        rows = conn.execution_options(yield_per=5_000).execute(
+            _PLAN_COLUMNS, {"batch_id": batch_id}
+        )
+        for method, path, body in rows:
+            member = member_of(method, path, body)
+            append(None if member is None else hash(member))
+        return plan_member_chunks(members, chunk_size)
 
     def finish(self, conn: Connection, batch_id: str, archive_key: str) -> bool:
         return self._move(
