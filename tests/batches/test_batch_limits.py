@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conveyor.batches import executor
 from conveyor.composition import Services
 from conveyor.domain.clock import OffsetClock
 from conveyor.domain.signing import build_download_url
@@ -240,3 +241,24 @@ def test_a_result_over_the_cap_is_replaced_and_the_rest_kept(
     assert by_id["one"][0]["status_code"] == 200
     assert {by_id[f"add-{i}"][0]["status_code"] for i in range(6)} == {200}
     assert done["errored_operations"] == 1
+
+
+def test_a_group_writes_its_rows_ahead_once_they_are_large(
+    api: ApiUser, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every operation's rows flushed as it comes: the same archive, counters and members."""
+    monkeypatch.setattr(executor, "FLUSH_BYTES", 1)
+    list_id = api.client.post("/3.0/lists", json=LIST_BODY).json()["id"]
+    operations = [
+        {"method": "POST", "path": f"lists/{list_id}/members", "operation_id": f"op-{i}",
+         "body": orjson.dumps({"email_address": f"u{i % 7}@example.org",
+                               "status": "subscribed"}).decode()}
+        for i in range(20)
+    ]  # fmt: skip
+    batch = submit(api.client, [*operations, {"method": "GET", "path": "lists"}])
+    drive(services, batch["id"])
+    done = get_batch(api.client, batch["id"])
+    archive = fetch_archive(api.client, done)
+    assert [r["operation_id"] for r in archive.results] == [f"op-{i}" for i in range(20)] + [None]
+    assert [r["status_code"] for r in archive.results[:20]] == [200] * 7 + [400] * 13
+    assert (done["finished_operations"], done["errored_operations"]) == (21, 13)

@@ -21,7 +21,7 @@ from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_
 from conveyor.domain.result_cap import capped_response
 from conveyor.domain.states import is_success
 from conveyor.marketing.routing import Reply, RouteTable, invoke, new_request_id, select_fields
-from conveyor.storage.batches import BatchStore, Claim
+from conveyor.storage.batches import BatchStore, Claim, StoredOperation
 from conveyor.storage.raw_sql import RawSavepoint
 
 
@@ -157,7 +157,7 @@ def run_group(
     intercepts = hooks.intercepts(account)
     operations = store.load_operations(conn, claim.batch_id, start, stop)
     parsed = [orjson.loads(op.params) if op.params else {} for op in operations]
-    answers: list[list[OperationResult]] = []
+    sink = _ResultSink(conn, store, claim.batch_id, max_result_bytes)
     plan: Iterable[Run | int] = range(len(operations))
     if not intercepts:
         # Runs of member operations go set-wise (batches/runs.py); a hook that must see
@@ -172,7 +172,9 @@ def run_group(
         if isinstance(planned, Run):
             done = execute_run(conn, routes, account, planned, api_root=api_root)
             if done is not None:
-                answers.extend([OperationResult(status, body)] for status, body in done)
+                for member_op, (status, body) in zip(planned.operations, done, strict=True):
+                    index = member_op.index
+                    sink.take(operations[index], parsed[index], [OperationResult(status, body)])
                 continue
             indexes = [member_op.index for member_op in planned.operations]
         else:
@@ -185,33 +187,63 @@ def run_group(
                 else None
             )
             if answer is not None:
-                answers.append([OperationResult(answer.status_code, answer.response)])
+                sink.take(op, parsed[index], [OperationResult(answer.status_code, answer.response)])
             else:
-                answers.append(
+                sink.take(
+                    op, parsed[index],
                     run_operation(
                         conn, routes, account, op.method, op.path, parsed[index], op.body,
                         api_root=api_root, page_size=page_size,
-                    )
+                    ),
                 )  # fmt: skip
-    rows: list[dict[str, Any]] = []
-    ran: list[RanOperation] = []
-    finished = errored = 0
-    extra_pages = 0
-    for op, params, results in zip(operations, parsed, answers, strict=True):
+    rows, finished, errored, extra_pages, ran = (
+        sink.rows,
+        sink.finished,
+        sink.errored,
+        sink.extra_pages,
+        sink.ran,
+    )
+    store.record_results(conn, claim.batch_id, rows, finished, errored, extra_pages)
+    return GroupOutcome(committed=True, operations=finished, errored=errored, ran=ran)
+
+
+# A group's result rows are written ahead once they hold this much: memory stays bounded
+# by this and one result (itself capped), not by a group's worth of large answers.
+FLUSH_BYTES = 16 * 1024 * 1024
+
+
+class _ResultSink:
+    """Turns each operation's results into result rows in submission order, as they come."""
+
+    def __init__(
+        self, conn: Connection, store: BatchStore, batch_id: str, max_result_bytes: int | None
+    ) -> None:
+        self.conn, self.store, self.batch_id = conn, store, batch_id
+        self.max_result_bytes = max_result_bytes
+        self.rows: list[dict[str, Any]] = []
+        self.ran: list[RanOperation] = []
+        self.finished = self.errored = self.extra_pages = 0
+        self._held = 0
+
+    def take(
+        self, op: StoredOperation, params: dict[str, str], results: list[OperationResult]
+    ) -> None:
         code = results[0].status_code
-        ran.append(RanOperation(op.seq, op.operation_id, op.method, op.path, params, op.body, code))
-        extra_pages += len(results) - 1
+        self.ran.append(
+            RanOperation(op.seq, op.operation_id, op.method, op.path, params, op.body, code)
+        )
+        self.extra_pages += len(results) - 1
         for page, result in enumerate(results):
             status_code, response = result.status_code, result.response
-            if max_result_bytes is not None:
+            if self.max_result_bytes is not None:
                 # No result row, operations page or archive file holds more than the cap.
                 status_code, response = capped_response(
                     op.method, status_code, response,
-                    max_bytes=max_result_bytes, instance=new_request_id(),
+                    max_bytes=self.max_result_bytes, instance=new_request_id(),
                 )  # fmt: skip
-            rows.append(
+            self.rows.append(
                 {
-                    "batch_id": claim.batch_id,
+                    "batch_id": self.batch_id,
                     "seq": op.seq,
                     "page": page,
                     "status_code": status_code,
@@ -219,8 +251,10 @@ def run_group(
                     "response": response,
                 }
             )
-            finished += 1
+            self._held += len(response)
+            self.finished += 1
             if not is_success(status_code):
-                errored += 1
-    store.record_results(conn, claim.batch_id, rows, finished, errored, extra_pages)
-    return GroupOutcome(committed=True, operations=finished, errored=errored, ran=ran)
+                self.errored += 1
+        if self._held >= FLUSH_BYTES:
+            self.store.insert_results(self.conn, self.rows)
+            self.rows, self._held = [], 0

@@ -616,6 +616,11 @@ class BatchStore:
         rows = _LOAD_OPERATIONS.all(conn, {"batch_id": batch_id, "start": start, "stop": stop})
         return [StoredOperation(*row) for row in rows]
 
+    def insert_results(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Result rows ahead of `record_results`, in the same (group's) transaction: a group
+        whose answers are large writes them as it goes instead of holding them all."""
+        _INSERT_RESULT.run_many(conn, rows)
+
     def record_results(
         self,
         conn: Connection,
