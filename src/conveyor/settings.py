@@ -63,6 +63,11 @@ class BatchSettings(_Section):
     chunk_size: Positive = 2_500
     group_size: Positive = 500
     worker_threads: Positive = 2
+    # A work step runs groups for at most this long, then re-queues behind other batches;
+    # a group sizes itself to hold the database about `group_hold_seconds` (fairness,
+    # docs/architecture.md decision 20).
+    work_slice_seconds: PositiveSeconds = 0.1
+    group_hold_seconds: PositiveSeconds = 0.05
     results_per_file: Positive = 10_000
     retention_seconds: Positive = 7 * 24 * 3600
     url_ttl_seconds: Positive = 600

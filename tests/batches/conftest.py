@@ -38,6 +38,10 @@ SMALL_BATCHES: dict[str, Any] = {
     "page_size": 10,
     "ingest_page_size": 4,
     "worker_threads": 2,
+    # Groups of exactly `group_size` and a whole chunk per work step, however slow this
+    # machine is: tests count steps and groups (fairness has its own tests and bench).
+    "work_slice_seconds": 3600,
+    "group_hold_seconds": 3600,
     # The scheduler's loop stays out of the way: tests drive recovery explicitly, and a
     # sweep firing at a random moment would make the timing of a test part of its outcome.
     "sweep_interval_seconds": 3600.0,

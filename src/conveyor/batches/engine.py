@@ -14,7 +14,7 @@ from conveyor.batches.render import render_batch
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
 from conveyor.domain.chunking import next_group_size
 from conveyor.domain.states import BatchStatus
-from conveyor.domain.steps import SWEEP_STEP, WORK_SLICE_SECONDS, FollowUp, Step
+from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
 from conveyor.marketing.routing import RouteTable
 from conveyor.settings import BatchSettings
@@ -86,7 +86,7 @@ class BatchEngine:
         if claim is None or batch is None or account is None:
             return self._after_chunk(batch_id)
         clock = store.clock
-        sliced_at = clock.monotonic() + WORK_SLICE_SECONDS
+        sliced_at = clock.monotonic() + settings.work_slice_seconds
         size = self._group_sizes.get(batch_id, settings.group_size)
         start = claim.next_seq
         try:
@@ -125,7 +125,9 @@ class BatchEngine:
                     transaction.commit()
                     held = clock.monotonic() - began
                     self.hooks.after_commit(account, batch_id, outcome.ran)
-                size = next_group_size(stop - start, held, settings.group_size)
+                size = next_group_size(
+                    stop - start, held, settings.group_size, settings.group_hold_seconds
+                )
                 start = stop
                 if len(self._group_sizes) > 1_000:
                     self._group_sizes.clear()  # batches long finished: start them afresh

@@ -153,14 +153,16 @@ GROUP_TARGET_SECONDS = 0.05
 _SMALLEST_GROUP = 10
 
 
-def next_group_size(current: int, seconds: float, largest: int) -> int:
+def next_group_size(
+    current: int, seconds: float, largest: int, target: float = GROUP_TARGET_SECONDS
+) -> int:
     """The size of a chunk's next group, after a group of `current` operations held the
     database for `seconds`: shrunk toward `GROUP_TARGET_SECONDS` when it held it longer,
     grown back (doubling, up to `largest`) when it was quick."""
     _require_positive("largest", largest)
-    if seconds > GROUP_TARGET_SECONDS:
-        scaled = int(current * GROUP_TARGET_SECONDS / seconds)
+    if seconds > target:
+        scaled = int(current * target / seconds)
         return max(min(scaled, largest), min(_SMALLEST_GROUP, largest))
-    if seconds < GROUP_TARGET_SECONDS / 2:
+    if seconds < target / 2:
         return min(current * 2, largest)
     return min(current, largest)

@@ -36,12 +36,6 @@ class FollowUp:
 # batch would queue three times; a chunk after a chunk is still re-queued (fairness).
 CONTINUE_INLINE = frozenset({(Step.PREPROCESS, Step.WORK), (Step.WORK, Step.FINALIZE)})
 
-# A work step re-queues itself behind other batches' messages once it has run groups for this
-# long, even mid-chunk: a chunk of a big batch takes seconds, and a small batch submitted
-# meanwhile would otherwise wait for it (issue 9 item 6: a small batch beside a huge one
-# finishes within a second). A group is never cut, so a step runs at least one.
-WORK_SLICE_SECONDS = 0.1
-
 # Dramatiq holds a delayed message unacknowledged in the worker until its eta (dramatiq#827),
 # and RabbitMQ closes a consumer that sits on one past its `consumer_timeout` (30 minutes).
 # Work due later than this is not sent at all: its row stays queued with its due time, and the
