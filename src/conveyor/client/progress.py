@@ -7,13 +7,14 @@ off a terminal each change of status or count is printed as one line instead.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
@@ -68,13 +69,16 @@ class BatchProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("[red]{task.fields[errored]} errored"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                *self._timing_columns(),
                 console=self.console,
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                description, total=total, completed=batch.finished_operations, errored=0
+                description,
+                total=total,
+                completed=batch.finished_operations,
+                errored=0,
+                **self._timing_fields(),
             )
         assert self._task is not None
         self._progress.update(
@@ -83,7 +87,15 @@ class BatchProgress:
             total=total,
             completed=batch.finished_operations,
             errored=batch.errored_operations,
+            **self._timing_fields(),
         )
+
+    def _timing_columns(self) -> list[ProgressColumn]:
+        # Polled: rich's own estimate from the counts it is shown.
+        return [TimeElapsedColumn(), TimeRemainingColumn()]
+
+    def _timing_fields(self) -> dict[str, Any]:
+        return {}
 
     def _print_line(self, batch: Batch) -> None:
         state = (
@@ -95,9 +107,11 @@ class BatchProgress:
         if state == self._last:
             return
         self._last = state
+        timing = ", ".join(str(text) for text in self._timing_fields().values() if text)
         self.console.print(
             f"{self.label} {batch.id}: {batch.status}, {batch.finished_operations}/"
-            f"{batch.total_operations} operations finished, {batch.errored_operations} errored",
+            f"{batch.total_operations} operations finished, {batch.errored_operations} errored"
+            + (f", {timing}" if timing else ""),
             highlight=False,
             markup=False,
             soft_wrap=True,
@@ -117,44 +131,15 @@ class WatchProgress(BatchProgress):
         self._eta = update.eta_seconds
         self(update.batch)
 
-    def _update_bar(self, batch: Batch) -> None:
-        if self._progress is None:
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("[red]{task.fields[errored]} errored"),
-                TextColumn("{task.fields[rate]}"),
-                TextColumn("{task.fields[eta]}"),
-                TimeElapsedColumn(),
-                console=self.console,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("", total=None, errored=0, rate="", eta="")
-        assert self._task is not None
-        self._progress.update(
-            self._task,
-            description=f"{self.label} {batch.id} [bold]{batch.status}[/]",
-            total=batch.total_operations or None,
-            completed=batch.finished_operations,
-            errored=batch.errored_operations,
-            rate=_rate_text(self._rate),
-            eta=_eta_text(self._eta),
-        )
+    def _timing_columns(self) -> list[ProgressColumn]:
+        return [
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[eta]}"),
+            TimeElapsedColumn(),
+        ]
 
-    def _print_line(self, batch: Batch) -> None:
-        rate = _rate_text(self._rate)
-        eta = _eta_text(self._eta)
-        self.console.print(
-            f"{self.label} {batch.id}: {batch.status}, {batch.finished_operations}/"
-            f"{batch.total_operations} operations finished, {batch.errored_operations} errored"
-            + (f", {rate}" if rate else "")
-            + (f", {eta}" if eta else ""),
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+    def _timing_fields(self) -> dict[str, Any]:
+        return {"rate": _rate_text(self._rate), "eta": _eta_text(self._eta)}
 
 
 def _rate_text(ops_per_second: float | None) -> str:

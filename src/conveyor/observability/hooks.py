@@ -4,30 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.batches.group_hooks import Intercepted, RanOperation
+from conveyor.batches.group_hooks import NoHooks, RanOperation
 from conveyor.domain.accounts import Account
 from conveyor.domain.states import is_success
 from conveyor.observability.logs import current_step
 from conveyor.observability.metrics import ConveyorMetrics
 
 
-class MetricsHook:
+class MetricsHook(NoHooks):
     """A `GroupHooks` that only watches: succeeded / failed operations per committed group
     (one per operation submitted: a GET that paged a collection counts once)."""
 
     def __init__(self, metrics: ConveyorMetrics | None) -> None:
         self.metrics = metrics
-
-    def intercepts(self, account: Account) -> bool:
-        return False
-
-    def before_operation(
-        self, account: Account, batch_id: str, method: str, path: str
-    ) -> Intercepted | None:
-        return None
-
-    def before_start(self, batch_id: str) -> None:
-        return None
 
     def after_commit(self, account: Account, batch_id: str, ran: Sequence[RanOperation]) -> None:
         failed = sum(1 for op in ran if not is_success(op.status_code))
