@@ -13,12 +13,17 @@ from conveyor.domain.result_cap import TITLE, capped_response
 def test_a_result_within_the_cap_is_untouched(text: str, method: str) -> None:
     response = orjson.dumps({"value": text}).decode()
     limit = len(response.encode())
-    assert capped_response(method, 200, response, max_bytes=limit, instance="i") == (200, response)
+    assert capped_response(method, 200, response, max_bytes=limit, new_instance=lambda: "i") == (
+        200,
+        response,
+    )
 
 
 def test_a_get_over_the_cap_fails_and_says_how_to_ask_for_less() -> None:
     response = orjson.dumps({"members": ["é" * 100]}).decode()  # 216 bytes, 116 characters
-    status, body = capped_response("GET", 200, response, max_bytes=200, instance="req-1")
+    status, body = capped_response(
+        "GET", 200, response, max_bytes=200, new_instance=lambda: "req-1"
+    )
     problem = orjson.loads(body)
     assert status == 400 == problem["status"]
     assert problem["title"] == TITLE and problem["instance"] == "req-1"
@@ -28,7 +33,9 @@ def test_a_get_over_the_cap_fails_and_says_how_to_ask_for_less() -> None:
 
 def test_a_write_over_the_cap_keeps_its_status_the_effect_happened() -> None:
     response = orjson.dumps({"merge_fields": {"NOTES": "x" * 5_000}}).decode()
-    status, body = capped_response("PUT", 200, response, max_bytes=1_000, instance="req-2")
+    status, body = capped_response(
+        "PUT", 200, response, max_bytes=1_000, new_instance=lambda: "req-2"
+    )
     problem = orjson.loads(body)
     assert status == 200 == problem["status"]
     assert "was applied" in problem["detail"]

@@ -239,7 +239,7 @@ class _ResultSink:
                 # No result row, operations page or archive file holds more than the cap.
                 status_code, response = capped_response(
                     op.method, status_code, response,
-                    max_bytes=self.max_result_bytes, instance=new_request_id(),
+                    max_bytes=self.max_result_bytes, new_instance=new_request_id,
                 )  # fmt: skip
             self.rows.append(
                 {

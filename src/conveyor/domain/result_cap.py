@@ -8,6 +8,8 @@ more than the cap (docs/security.md, "Size inside batches").
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from conveyor.domain.problems import Problem
@@ -16,10 +18,16 @@ TITLE = "Response Too Large"
 
 
 def capped_response(
-    method: str, status_code: int, response: str, *, max_bytes: int, instance: str
+    method: str,
+    status_code: int,
+    response: str,
+    *,
+    max_bytes: int,
+    new_instance: Callable[[], str],
 ) -> tuple[int, str]:
     """The result as it is, or a small problem document in its place when it is too large.
 
+    `new_instance` names the problem's instance, asked for only when one is made.
     A GET changed nothing, so it fails (400) and may be asked again for less. Any other
     method may have changed data: its status code stays, so a client never retries an effect
     that happened, and the body says how to read what the operation left.
@@ -40,4 +48,4 @@ def capped_response(
             f"{max_bytes:,} a batch result may hold. Read the resource with a GET and `fields`."
         )
         problem = Problem(status_code, TITLE, detail)
-    return problem.status, orjson.dumps(problem.to_document(instance)).decode()
+    return problem.status, orjson.dumps(problem.to_document(new_instance())).decode()
