@@ -140,6 +140,10 @@ class Settings(_Section):
     # `Authorization: Bearer <token>`.
     metrics_enabled: bool = True
     metrics_token: str | None = Field(default=None, repr=False)
+    # The web dashboard at /dashboard (docs/dashboard.md); off, its pages answer 404. A
+    # session lasts this long after sign-in (revoking the key ends it at once).
+    dashboard_enabled: bool = True
+    dashboard_session_seconds: Annotated[int, Field(ge=60, le=30 * 86_400)] = 12 * 3600
     limits: Limits = Field(default_factory=Limits)
     batches: BatchSettings = Field(default_factory=BatchSettings)
 

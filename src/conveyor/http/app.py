@@ -14,6 +14,9 @@ from starlette.routing import Match, Route
 from conveyor.batches.results_view import BatchResultsView
 from conveyor.batches.service import BatchService
 from conveyor.batches.webhooks import WebhookService
+from conveyor.dashboard.pages import DashboardPages
+from conveyor.dashboard.reads import DashboardReads
+from conveyor.dashboard.session import SessionCodec
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
@@ -39,6 +42,7 @@ from conveyor.storage.accounts import AccountStore
 from conveyor.storage.blobs import BlobStore
 from conveyor.storage.database import Database
 from conveyor.storage.errors import is_unique_violation
+from conveyor.storage.marketing_stores import MarketingStores
 from conveyor.storage.request_slots import RequestSlotStore
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -72,6 +76,10 @@ class ServerParts(Protocol):
     def test_controls(self) -> TestControls: ...
     @property
     def metrics(self) -> ConveyorMetrics | None: ...
+    @property
+    def marketing_stores(self) -> MarketingStores: ...
+    @property
+    def secret(self) -> bytes: ...
 
 
 def _no_dispatch(follow_ups: Iterable[FollowUp]) -> None:
@@ -148,6 +156,8 @@ def create_app(
     ).routes()
     if metrics is not None:
         controls += MetricsEndpoint(metrics, parts.settings.metrics_token).routes()
+    if parts.settings.dashboard_enabled:
+        controls += build_dashboard(parts, gate, dispatch).routes()
     if parts.settings.test_controls:
         emulator = parts.test_controls
         controls += TestControlEndpoints(
@@ -181,6 +191,29 @@ def create_app(
     )
     app.state.gate = gate
     return app
+
+
+def build_dashboard(parts: ServerParts, gate: ApiGate, dispatch: Dispatch) -> DashboardPages:
+    settings = parts.settings
+    reads = DashboardReads(
+        parts.database,
+        parts.clock,
+        parts.accounts,
+        parts.batches,
+        parts.batches.results,
+        parts.marketing_stores,
+    )
+    return DashboardPages(
+        reads=reads,
+        batches=parts.batches,
+        webhooks=parts.webhooks,
+        keys=gate.keys,
+        codec=SessionCodec(parts.secret, settings.dashboard_session_seconds),
+        dispatch=dispatch,
+        clock=parts.clock,
+        api_root=gate.api_root,
+        event_streams=InProcessLimiter(settings.limits.max_event_streams),
+    )
 
 
 def _answering_405_for(served: list[Route], gate: ApiGate, endpoint: Endpoint) -> Endpoint:

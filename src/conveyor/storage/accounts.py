@@ -124,6 +124,11 @@ class AccountStore:
     def account_for_key(self, conn: Connection, key: str) -> Account | None:
         if not KEY_SHAPE.fullmatch(key):
             return None
+        return self.account_for_key_hash(conn, key_hash(key))
+
+    def account_for_key_hash(self, conn: Connection, digest: str) -> Account | None:
+        """The account of the active key whose SHA-256 is `digest` (a dashboard session
+        holds only that); None once the key is revoked."""
         row = conn.execute(
             select(
                 accounts_table.c.id,
@@ -134,6 +139,6 @@ class AccountStore:
                 accounts_table.c.created_at,
             )
             .join(accounts_table, accounts_table.c.id == api_keys.c.account_pk)
-            .where(and_(api_keys.c.key_hash == key_hash(key), api_keys.c.revoked_at.is_(None)))
+            .where(and_(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)))
         ).first()
         return None if row is None else Account(*row)

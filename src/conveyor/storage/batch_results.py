@@ -16,9 +16,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    String,
     and_,
     between,
     bindparam,
+    cast,
     func,
     literal,
     literal_column,
@@ -276,6 +278,42 @@ class BatchResultStore:
             .order_by(_results.c.seq, _results.c.page)
         ).all()
         return [OperationRow(*row) for row in rows if (row.seq, row.page) in wanted]
+
+    def failures_matching(
+        self, conn: Connection, batch_id: str, text: str, count: int, offset: int
+    ) -> tuple[list[OperationRow], int]:
+        """A page of the failed results whose operation id, status code or answer (its
+        title, its detail) holds `text`, and how many there are. Failures are few (the
+        partial index finds them), so the text is matched on those rows alone."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matches = or_(
+            _results.c.operation_id.ilike(pattern, escape="\\"),
+            _results.c.response.ilike(pattern, escape="\\"),
+            cast(_results.c.status_code, String) == text,
+        )
+        condition = and_(_results.c.batch_id == batch_id, RESULT_FAILED, matches)
+        total = conn.execute(select(func.count()).select_from(_results).where(condition))
+        rows = conn.execute(
+            select(
+                _results.c.seq,
+                _results.c.page,
+                _results.c.operation_id,
+                _ops.c.method,
+                _ops.c.path,
+                _results.c.status_code,
+                _results.c.response,
+            )
+            .select_from(
+                _results.join(
+                    _ops, and_(_ops.c.batch_id == _results.c.batch_id, _ops.c.seq == _results.c.seq)
+                )
+            )
+            .where(condition)
+            .order_by(_results.c.seq, _results.c.page)
+            .limit(count)
+            .offset(offset)
+        ).all()
+        return [OperationRow(*row) for row in rows], int(total.scalar_one())
 
     # --- result streams ------------------------------------------------------------------
 
