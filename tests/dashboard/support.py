@@ -11,7 +11,7 @@ from typing import Any
 import httpx2
 from starlette.testclient import TestClient
 
-from conveyor.dashboard.session import COOKIE_NAME
+from conveyor.http.dashboard.session import COOKIE_NAME
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -16,9 +16,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from conveyor.composition import Services
-from conveyor.dashboard.session import COOKIE_NAME, SessionCodec
 from conveyor.domain.ids import key_hash
 from conveyor.http.app import create_app
+from conveyor.http.dashboard.session import COOKIE_NAME, SessionCodec
 from conveyor.runtime.embedded import EmbeddedRuntime
 from tests.batches.support import create_list, get_batch, member_posts, submit
 from tests.dashboard.conftest import NewVisitor, Visitor

@@ -14,9 +14,6 @@ from starlette.routing import Match, Route
 from conveyor.batches.results_view import BatchResultsView
 from conveyor.batches.service import BatchService
 from conveyor.batches.webhooks import WebhookService
-from conveyor.dashboard.pages import DashboardPages
-from conveyor.dashboard.reads import DashboardReads
-from conveyor.dashboard.session import SessionCodec
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
 from conveyor.domain.clock import Clock
@@ -26,6 +23,9 @@ from conveyor.http.api_docs import ApiDocs
 from conveyor.http.auth import KeyCache
 from conveyor.http.batch_steering import BatchSteeringEndpoints
 from conveyor.http.batches import BatchEndpoints
+from conveyor.http.dashboard.pages import DashboardPages
+from conveyor.http.dashboard.reads import DashboardReads
+from conveyor.http.dashboard.session import SessionCodec
 from conveyor.http.edge import ApiEdge
 from conveyor.http.gate import Answer, ApiGate, RequestContext, new_request_id
 from conveyor.http.health import Check, Health

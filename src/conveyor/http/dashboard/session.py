@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 COOKIE_NAME = "conveyor_dashboard"
-SALT = "conveyor.dashboard.session"
+SALT = "conveyor.http.dashboard.session"
 
 
 @dataclass(frozen=True, slots=True)

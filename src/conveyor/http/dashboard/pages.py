@@ -29,9 +29,16 @@ from conveyor.batches.progress_feed import ProgressEventKind, ProgressFeed
 from conveyor.batches.results_view import BatchResultsView
 from conveyor.batches.service import BatchService
 from conveyor.batches.webhooks import WebhookService
-from conveyor.dashboard.reads import DashboardReads
-from conveyor.dashboard.session import COOKIE_NAME, Session, SessionCodec, new_session
-from conveyor.dashboard.views import (
+from conveyor.domain import problems
+from conveyor.domain.accounts import Account
+from conveyor.domain.clock import Clock
+from conveyor.domain.ids import key_hash
+from conveyor.domain.problems import FieldError, Problem
+from conveyor.domain.steps import FollowUp, Step
+from conveyor.http.auth import KeyCache
+from conveyor.http.dashboard.reads import DashboardReads
+from conveyor.http.dashboard.session import COOKIE_NAME, Session, SessionCodec, new_session
+from conveyor.http.dashboard.views import (
     MEMBER_STATUSES,
     Page,
     batch_summary,
@@ -40,13 +47,6 @@ from conveyor.dashboard.views import (
     offset_param,
     utc_now,
 )
-from conveyor.domain import problems
-from conveyor.domain.accounts import Account
-from conveyor.domain.clock import Clock
-from conveyor.domain.ids import key_hash
-from conveyor.domain.problems import FieldError, Problem
-from conveyor.domain.steps import FollowUp, Step
-from conveyor.http.auth import KeyCache
 from conveyor.http.limits import InProcessLimiter
 from conveyor.http.problems import problem_for
 from conveyor.http.streams import HeldEvents
@@ -96,7 +96,7 @@ class DashboardPages:
 
     def __post_init__(self) -> None:
         self._templates = Environment(
-            loader=PackageLoader("conveyor.dashboard", "templates"),
+            loader=PackageLoader("conveyor.http.dashboard", "templates"),
             autoescape=select_autoescape(default=True),
             trim_blocks=True,
             lstrip_blocks=True,
@@ -228,7 +228,7 @@ class DashboardPages:
         media_type = ASSETS.get(name)
         if media_type is None:
             return self._error(request, None, problems.not_found())
-        body = resources.files("conveyor.dashboard").joinpath("static", name).read_bytes()
+        body = resources.files("conveyor.http.dashboard").joinpath("static", name).read_bytes()
         response = Response(body, media_type=media_type)
         response.headers["Cache-Control"] = "public, max-age=300"
         response.headers["X-Content-Type-Options"] = "nosniff"

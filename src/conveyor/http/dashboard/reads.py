@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from conveyor.batches.results_view import results_dropped
 from conveyor.batches.service import BatchService
-from conveyor.dashboard.views import (
+from conveyor.domain import problems
+from conveyor.domain.accounts import Account
+from conveyor.domain.clock import Clock
+from conveyor.domain.ids import subscriber_hash
+from conveyor.http.dashboard.views import (
     AudienceSummary,
     BatchSummary,
     Failure,
@@ -17,10 +21,6 @@ from conveyor.dashboard.views import (
     found_member,
     utc_now,
 )
-from conveyor.domain import problems
-from conveyor.domain.accounts import Account
-from conveyor.domain.clock import Clock
-from conveyor.domain.ids import subscriber_hash
 from conveyor.storage.accounts import AccountStore
 from conveyor.storage.batch_results import BatchResultStore
 from conveyor.storage.database import Database
