@@ -21,6 +21,7 @@ MODULES = (
     "sync",
     "emulator",
     "metrics",
+    "dashboard",
 )
 
 
