@@ -102,23 +102,27 @@ def test_sign_in_never_redirects_elsewhere(visitor: Visitor, target: str) -> Non
 
 def test_forms_without_the_sessions_token_are_refused(visitor: Visitor, services: Services) -> None:
     browser = visitor.browser
-    # Sign-in itself: no token, another session's token.
+    # Sign-in itself: another session's token, or none from another site's form.
     browser.page("/dashboard/sign-in")
-    assert (
-        browser.post_form("/dashboard/sign-in", {"api_key": visitor.key}, token="").status_code
-        == 403
-    )
     assert (
         browser.post_form(
             "/dashboard/sign-in", {"api_key": visitor.key}, token="forged"
         ).status_code
         == 403
     )
+    for header in ("origin", "referer"):
+        cross_site = browser.client.post(
+            "/dashboard/sign-in",
+            data={"api_key": visitor.key},
+            headers={header: "https://evil.example/page"},
+        )
+        assert cross_site.status_code == 403, header
     browser.client.cookies.clear()
     no_cookie = browser.client.post(
         "/dashboard/sign-in", data={"api_key": visitor.key, "csrf_token": "x"}
     )
     assert no_cookie.status_code == 403
+    assert browser.get("/dashboard/batches").status_code == 303
     visitor.signed_in()
     # A steering form: refused, and the batch untouched.
     batch_id = _pending_batch(visitor, services, create_list(visitor.api))
@@ -127,6 +131,28 @@ def test_forms_without_the_sessions_token_are_refused(visitor: Visitor, services
     assert "security token" in text_of(refused.text)
     assert get_batch(visitor.api, batch_id)["status"] == "pending"
     assert browser.post_form("/dashboard/sign-out", token="nope").status_code == 403
+
+
+def test_a_script_may_sign_in_with_the_key_alone(visitor: Visitor) -> None:
+    """No form fetched first, no token: what `curl -d api_key=…` does. A browser posting
+    from the server's own page is let in too; another site's page is not (above)."""
+    browser = visitor.browser
+    response = browser.client.post(
+        "/dashboard/sign-in", data={"api_key": visitor.key}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert browser.get("/dashboard/batches").status_code == 200
+    browser.client.cookies.clear()
+    own = browser.client.post(
+        "/dashboard/sign-in",
+        data={"api_key": visitor.key},
+        headers={"origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert own.status_code == 303
+    browser.client.cookies.clear()
+    wrong = browser.client.post("/dashboard/sign-in", data={"api_key": "nope"})
+    assert wrong.status_code == 401
 
 
 def test_a_token_from_before_sign_in_does_not_work_after_it(visitor: Visitor) -> None:

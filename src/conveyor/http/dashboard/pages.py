@@ -255,13 +255,14 @@ class DashboardPages:
         session = self._session(request)
         form = await _form(request)
         next_page = _safe_next(form.get("next"))
-        if session is None or not session.accepts(form.get("csrf_token")):
+        if not _sign_in_allowed(request, session, form.get("csrf_token")):
             problem = Problem(
                 403,
                 "Forbidden",
                 "The sign-in form expired or came from elsewhere; reload it and sign in again.",
             )
             return self._error(request, None, problem)
+        session = session or new_session()
         key = (form.get("api_key") or "").strip()
         # Not the key cache: a key revoked a moment ago must not sign in.
         account = await _in_thread(lambda: self.keys.lookup(key)) if key else None
@@ -585,6 +586,20 @@ def _is_page(request: Request) -> bool:
     stream a script fetches (those get a 401)."""
     path = request.url.path
     return not path.endswith(("/rows", "/panel", "/progress"))
+
+
+def _sign_in_allowed(request: Request, session: Session | None, token: str | None) -> bool:
+    """Whether a sign-in POST may go on. The form's token when it sent one; without one (a
+    script that posts `api_key` alone), only a request no other site started: a browser
+    names the page a cross-site form came from in `Origin` (else `Referer`), so signing a
+    visitor into someone else's account from another site stays refused."""
+    if token:
+        return session is not None and session.accepts(token)
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return True
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    return origin == own or origin.startswith(own + "/")
 
 
 def _here(request: Request) -> str:
