@@ -318,6 +318,14 @@ def test_a_second_account_sees_nothing_and_a_wrong_key_is_refused(
     sign_in(page, server, other_key)
     assert batch_id not in page.content()
     assert page.get_by_text("No batches yet").is_visible()
+    # A batch this account submits shows up on the open list, without a reload.
+    page.evaluate("window.__sameDocument = true")
+    other = Api(server, other_key)
+    own_batch = other.submit(other.new_list(), good=1, bad=0)
+    other.close()
+    page.locator(f'tr[data-batch-id="{own_batch}"]').wait_for(timeout=WAIT_MS)
+    assert page.evaluate("window.__sameDocument") is True
+    assert batch_id not in page.content()
     response = page.goto(f"{server.base_url}/dashboard/batches/{batch_id}")
     assert response is not None and response.status == 404
     assert page.get_by_role("heading", name="Resource Not Found").is_visible()

@@ -3,27 +3,31 @@
 "use strict";
 
 (function () {
+  // While a batch runs the list is redrawn every second; otherwise every few seconds, so
+  // that a batch submitted meanwhile shows up. A hidden tab asks for nothing.
   const LIST_POLL_MS = 1000;
+  const IDLE_POLL_MS = 5000;
 
   function formatCount(n) {
     return Number(n).toLocaleString("en-US");
   }
 
-  // The batch list: while any batch on the page runs, redraw the rows from the server.
   function followList(tbody) {
     const src = tbody.dataset.liveRows;
     async function poll() {
-      try {
-        const response = await fetch(src, { credentials: "same-origin", cache: "no-store" });
-        if (!response.ok) return; // signed out, or the server is gone: stop quietly
-        tbody.innerHTML = await response.text();
-        tbody.dataset.running = response.headers.get("X-Conveyor-Running") || "false";
-      } catch (error) {
-        // A network blip: try again on the next tick.
+      if (!document.hidden) {
+        try {
+          const response = await fetch(src, { credentials: "same-origin", cache: "no-store" });
+          if (!response.ok) return; // signed out, or the server is gone: stop quietly
+          tbody.innerHTML = await response.text();
+          tbody.dataset.running = response.headers.get("X-Conveyor-Running") || "false";
+        } catch (error) {
+          // A network blip: try again on the next tick.
+        }
       }
-      if (tbody.dataset.running === "true") setTimeout(poll, LIST_POLL_MS);
+      setTimeout(poll, tbody.dataset.running === "true" ? LIST_POLL_MS : IDLE_POLL_MS);
     }
-    if (tbody.dataset.running === "true") setTimeout(poll, LIST_POLL_MS);
+    setTimeout(poll, tbody.dataset.running === "true" ? LIST_POLL_MS : IDLE_POLL_MS);
   }
 
   // One batch: progress from server-sent events; once it finishes, its panel (actions and
