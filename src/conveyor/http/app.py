@@ -156,8 +156,10 @@ def create_app(
     ).routes()
     if metrics is not None:
         controls += MetricsEndpoint(metrics, parts.settings.metrics_token).routes()
-    if parts.settings.dashboard_enabled:
-        controls += build_dashboard(parts, gate, dispatch).routes()
+    # After the API's routes: an API request never tries the dashboard's.
+    pages = (
+        build_dashboard(parts, gate, dispatch).routes() if parts.settings.dashboard_enabled else []
+    )
     if parts.settings.test_controls:
         emulator = parts.test_controls
         controls += TestControlEndpoints(
@@ -171,6 +173,7 @@ def create_app(
         *served,
         Route("/3.0", endpoint, methods=ALL_METHODS),
         Route("/3.0/{path:path}", endpoint, methods=ALL_METHODS),
+        *pages,
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
