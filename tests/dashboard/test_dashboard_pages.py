@@ -488,6 +488,8 @@ def test_audiences_show_member_counts_and_find_a_member(
 def test_unknown_pages_and_a_disabled_dashboard(visitor: Visitor, services: Services) -> None:
     browser = visitor.signed_in()
     assert browser.get("/dashboard/batches/0000000000").status_code == 404
+    unknown = browser.get("/dashboard/no/such/page")
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
     assert browser.get("/dashboard/static/../../settings.py").status_code == 404
     assert browser.get("/dashboard/static/dashboard.css").status_code == 200
     off = services.with_settings(services.settings.model_copy(update={"dashboard_enabled": False}))

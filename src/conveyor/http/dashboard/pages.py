@@ -134,6 +134,8 @@ class DashboardPages:
                 methods=["POST"],
             ),
             Route(PREFIX + "/audiences", self.audiences, methods=["GET"]),
+            # Last: any other path under the dashboard is its own "not found" page.
+            Route(PREFIX + "/{rest:path}", self.not_found, methods=["GET"]),
         ]
 
     # --- plumbing ------------------------------------------------------------------------
@@ -233,6 +235,9 @@ class DashboardPages:
         response.headers["Cache-Control"] = "public, max-age=300"
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
+
+    async def not_found(self, request: Request) -> Response:
+        return self._error(request, self._session(request), problems.not_found())
 
     async def home(self, request: Request) -> Response:
         return _secured(RedirectResponse(PREFIX + "/batches", status_code=303))
