@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 
 from tests.conftest import IN_CI, LIST_BODY
 from tests.e2e.server import ServerProcess, run_cli
@@ -342,3 +343,40 @@ def test_a_second_account_sees_nothing_and_a_wrong_key_is_refused(
     assert "/dashboard/sign-in" in owner_page.url
     owner.close()
     context.close()
+
+
+def test_every_page_passes_axe_accessibility_checks(
+    browser: Any, server: ServerProcess, api: Api
+) -> None:
+    """axe-core (the engine of the browsers' accessibility audits) on every page, laptop
+    and phone: labels, headings, landmarks, contrast, names of links and buttons."""
+    list_id = api.new_list()
+    batch_id = api.submit(list_id, good=8, bad=2)
+    api.wait_finished(batch_id)
+    pages = ["/dashboard/batches", f"/dashboard/batches/{batch_id}", "/dashboard/webhooks"]
+    pages.append("/dashboard/audiences?email=person1%40example.org")
+    axe = Axe()
+    for viewport in (LAPTOP, PHONE):
+        context = browser.new_context(viewport=viewport)
+        page = context.new_page()
+        page.goto(f"{server.base_url}/dashboard/sign-in")
+        found = {"sign-in": axe.run(page)}
+        sign_in(page, server, server.key)
+        with running_receiver() as receiver:
+            page.goto(f"{server.base_url}/dashboard/webhooks")
+            page.get_by_label("URL").fill(receiver.url)
+            page.get_by_role("button", name="Add webhook").click()
+            page.wait_for_url("**/dashboard/webhooks/*")
+            found["webhook"] = axe.run(page)
+        for path in pages:
+            page.goto(server.base_url + path)
+            found[path] = axe.run(page)
+        reports = {
+            name: result.generate_report()
+            for name, result in found.items()
+            if result.violations_count
+        }
+        assert not reports, "\n\n".join(
+            f"{name} ({viewport}):\n{report}" for name, report in reports.items()
+        )
+        context.close()
