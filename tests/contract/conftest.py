@@ -52,6 +52,11 @@ CONTRACT_BATCHES = BatchSettings(
     page_size=10,
     ingest_page_size=4,
     worker_threads=2,
+    # Groups of exactly `group_size` and a whole chunk per work step, however slow the
+    # machine: tests count chunks and steps (a slice that ran out on a loaded machine sent a
+    # work message the "lost message" test then dropped). Fairness has its own tests.
+    work_slice_seconds=3600,
+    group_hold_seconds=3600,
     # Tests drive the scheduler by hand (`stack.scheduler().tick(...)`), never by the clock.
     sweep_interval_seconds=3600.0,
     webhook_first_retry_seconds=0.2,
