@@ -2,11 +2,13 @@
 
 Issue 9 item 6: a 10-operation batch submitted while a 200,000-operation batch runs must
 finish within 1 s. Measured side by side in one run: the same 10-operation batch on the idle
-server first (the floor), then several times while the big batch runs (each submitted once
-the big batch has shown progress since the last one finished), from submit to the status
-read that first says `finished`.
+server first (the floor), then several times while the big batch runs (round r once the big
+batch is r/(rounds+1) done; with --early, as soon as it has shown progress since the last
+round), from submit to the status read that first says `finished`, split into the submit's
+answer, "to started" and "to finished"; beside it the SQLite WAL's frames in use.
 
-python -m bench.fairness [--big 200000] [--small 10] [--rounds 5]
+python -m bench.fairness [--big 200000] [--small 10] [--rounds 5] [--early]
+                         [--set CONVEYOR_X=value ...] [--server-log PATH]
 """
 
 from __future__ import annotations
