@@ -67,7 +67,13 @@ def print_table(figures: list[Figure]) -> None:
         if fig.latency_ms:
             latency = f"{fig.latency_ms['p50']:.1f} / {fig.latency_ms['p99']:.1f} ms"
         verdict = {True: "ok", False: "MISSED", None: ""}[fig.met]
-        rows.append((fig.name, f"{fig.rate:,.0f} {fig.unit}", target, verdict, latency, fig.note))
+        # Seconds and other small figures keep their decimals (0.4 s is not "0 s").
+        shown = (
+            f"{fig.rate:,.3f}"
+            if abs(fig.rate) < 10 and fig.rate != int(fig.rate)
+            else (f"{fig.rate:,.0f}")
+        )
+        rows.append((fig.name, f"{shown} {fig.unit}", target, verdict, latency, fig.note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
