@@ -64,8 +64,8 @@ class BatchSettings(_Section):
     group_size: Positive = 500
     worker_threads: Positive = 2
     # A work step runs groups for at most this long, then re-queues behind other batches;
-    # a group sizes itself to hold the database about `group_hold_seconds` (fairness,
-    # docs/architecture.md decision 20).
+    # on SQLite a group sizes itself to hold the write lock about `group_hold_seconds`
+    # (fairness, docs/architecture.md decision 20; on PostgreSQL nobody waits for a group).
     work_slice_seconds: PositiveSeconds = 0.1
     group_hold_seconds: PositiveSeconds = 0.05
     results_per_file: Positive = 10_000
