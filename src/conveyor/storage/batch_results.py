@@ -91,6 +91,27 @@ def _with_results(condition: ColumnElement[bool]) -> Select[Any]:
     )
 
 
+def _results_with_operations(condition: ColumnElement[bool]) -> Select[Any]:
+    """Result rows matching `condition` with their operations' method and path, in order."""
+    joined = _results.join(
+        _ops, and_(_ops.c.batch_id == _results.c.batch_id, _ops.c.seq == _results.c.seq)
+    )
+    return (
+        select(
+            _results.c.seq,
+            _results.c.page,
+            _ops.c.operation_id,
+            _ops.c.method,
+            _ops.c.path,
+            _results.c.status_code,
+            _results.c.response,
+        )
+        .select_from(joined)
+        .where(condition)
+        .order_by(_results.c.seq, _results.c.page)
+    )
+
+
 def _status_condition(status: OperationStatus | None) -> ColumnElement[bool]:
     if status is OperationStatus.PENDING:
         return _results.c.seq.is_(None)
@@ -254,28 +275,13 @@ class BatchResultStore:
             return []
         wanted = {(row.seq, row.page) for row in positions}
         rows = conn.execute(
-            select(
-                _results.c.seq,
-                _results.c.page,
-                _ops.c.operation_id,
-                _ops.c.method,
-                _ops.c.path,
-                _results.c.status_code,
-                _results.c.response,
-            )
-            .select_from(
-                _results.join(
-                    _ops, and_(_ops.c.batch_id == _results.c.batch_id, _ops.c.seq == _results.c.seq)
-                )
-            )
-            .where(
+            _results_with_operations(
                 and_(
                     condition,
                     _results.c.seq >= positions[0].seq,
                     _results.c.seq <= positions[-1].seq,
                 )
             )
-            .order_by(_results.c.seq, _results.c.page)
         ).all()
         return [OperationRow(*row) for row in rows if (row.seq, row.page) in wanted]
 
@@ -293,26 +299,7 @@ class BatchResultStore:
         )
         condition = and_(_results.c.batch_id == batch_id, RESULT_FAILED, matches)
         total = conn.execute(select(func.count()).select_from(_results).where(condition))
-        rows = conn.execute(
-            select(
-                _results.c.seq,
-                _results.c.page,
-                _results.c.operation_id,
-                _ops.c.method,
-                _ops.c.path,
-                _results.c.status_code,
-                _results.c.response,
-            )
-            .select_from(
-                _results.join(
-                    _ops, and_(_ops.c.batch_id == _results.c.batch_id, _ops.c.seq == _results.c.seq)
-                )
-            )
-            .where(condition)
-            .order_by(_results.c.seq, _results.c.page)
-            .limit(count)
-            .offset(offset)
-        ).all()
+        rows = conn.execute(_results_with_operations(condition).limit(count).offset(offset)).all()
         return [OperationRow(*row) for row in rows], int(total.scalar_one())
 
     # --- result streams ------------------------------------------------------------------
