@@ -72,7 +72,14 @@ def new_list(client: httpx.Client) -> str:
 
 def seed(server: ServerProcess) -> list[Figure]:
     auth = httpx.BasicAuth("bench", server.key)
-    with httpx.Client(base_url=server.base_url, auth=auth, timeout=60) as client:
+    # The archive's URL is signed: it is fetched without the key, on a client made (and its
+    # connection opened) before the clock starts, as the direct path's client is. A client
+    # made inside the timing cost ~50 ms of TLS context set-up, a third of what was measured.
+    with (
+        httpx.Client(base_url=server.base_url, auth=auth, timeout=60) as client,
+        httpx.Client(base_url=server.base_url, timeout=60) as downloader,
+    ):
+        downloader.get("/3.0/ping")
         list_id = new_list(client)
         operations = [
             {
@@ -87,7 +94,7 @@ def seed(server: ServerProcess) -> list[Figure]:
         started = time.perf_counter()
         batch = client.post("/3.0/batches", content=payload).json()
         status = wait_finished(client, batch["id"], time.monotonic() + 60, poll=0.002)
-        archive = httpx.get(status["response_body_url"], timeout=60)
+        archive = downloader.get(status["response_body_url"])
         archive.raise_for_status()
         batch_seconds = time.perf_counter() - started
 
@@ -365,9 +372,9 @@ def million(server: ServerProcess, workdir: Path, count: int) -> list[Figure]:
     figures.append(
         Figure(
             "c. 1M-op batch: server peak RSS",
-            rss.peak / 2**20,
-            "MiB",
-            note=f"target <= 300 MiB; submit to finished {run_seconds:.0f} s "
+            rss.peak / 1e6,  # the target is in MB (10^6 bytes)
+            "MB",
+            note=f"target <= 250 MB; submit to finished {run_seconds:.0f} s "
             f"({count / run_seconds:,.0f} ops/s); {final['errored_operations']} errored",
         )
     )
