@@ -228,6 +228,7 @@ def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
     base = (settings.public_url or f"http://{shown}:{port}").rstrip("/")
     click.echo(f"Conveyor is serving the Marketing API at {base}/3.0", err=True)
     from conveyor.http.wire import uvicorn_options
+    from conveyor.runtime.gc_tuning import tune_garbage_collector
 
     # log_config=None: uvicorn's lines go through the process's handler, in its format.
     config = uvicorn.Config(
@@ -237,7 +238,9 @@ def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
         log_config=None,
         **uvicorn_options(),
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    server = uvicorn.Server(config)
+    tune_garbage_collector()
+    server.run(sockets=[listener])
 
 
 def _key_hint(services: Services, settings: Settings) -> None:

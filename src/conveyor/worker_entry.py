@@ -15,6 +15,7 @@ from conveyor.composition import open_services
 from conveyor.observability.logs import configure_logging
 from conveyor.runtime.actors import declare_actors
 from conveyor.runtime.broker import create_broker
+from conveyor.runtime.gc_tuning import tune_garbage_collector
 from conveyor.settings import Settings
 
 settings = Settings.from_env()
@@ -24,3 +25,4 @@ broker = create_broker(settings.broker_url)
 broker.add_middleware(Prometheus())
 declare_actors(broker, services.engine, services.webhooks)
 dramatiq.set_broker(broker)
+tune_garbage_collector()
