@@ -170,6 +170,36 @@ def test_failure_after_many_pages_leaves_nothing(
     assert problem["errors"][0]["field"] == "operations[50].path"
 
 
+def test_a_page_the_database_refuses_fails_the_upload_and_leaves_nothing(
+    api: ApiUser,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    nothing_stored: None,
+) -> None:
+    """Pages are written beside the parsing of the next ones; a write that fails ends the
+    upload with that error (a 500, as any database failure), once the page in flight is
+    done, and nothing of the batch stays."""
+    store = services.batch_store
+    real_insert = store.insert_operations
+    written: list[int] = []
+
+    def insert_operations(conn: Any, batch_id: str, first_seq: int, operations: Any) -> None:
+        if first_seq >= 12:
+            raise RuntimeError("the database refused the page")
+        real_insert(conn, batch_id, first_seq, operations)
+        written.append(first_seq)
+
+    monkeypatch.setattr(store, "insert_operations", insert_operations)
+    response = api.client.post("/3.0/batches", content=b'{"operations": [' + _ops(40) + b"]}")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert written == [0, 4, 8]
+    # The error itself, not wrapped in an exception group by the writer's task group.
+    [failure] = [record for record in caplog.records if record.exc_info]
+    assert failure.exc_info is not None and failure.exc_info[0] is RuntimeError
+
+
 # --- deep nesting and big values ---------------------------------------------------------------
 
 DEPTH = 20_000  # far past both orjson (255) and the recursion limit (1,000)

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
 import anyio
+import anyio.abc
 import orjson
 
 from conveyor.batches.engine import BatchEngine
@@ -27,7 +28,7 @@ from conveyor.domain.operations import (
     InvalidBatchBody,
     MalformedJson,
     Operation,
-    aiter_operations,
+    aiter_operation_lists,
 )
 from conveyor.domain.problems import Problem
 from conveyor.domain.signing import DownloadCheck, build_download_url, verify_download
@@ -125,9 +126,7 @@ class BatchService:
         digest = BodyDigest()
         batch_id: str = await self._write(lambda conn: self._reserve(conn, account, api_root))
         try:
-            total = 0
-            page: list[Operation] = []
-            parsed = aiter_operations(
+            parsed = aiter_operation_lists(
                 _hashed(capped, digest), max_operations=settings.max_operations
             )
             limits = OperationLimits(
@@ -135,15 +134,7 @@ class BatchService:
                 operation_id_chars=settings.max_operation_id_chars,
                 path_chars=settings.max_operation_path_chars,
             )
-            async for operation in _storable(parsed, limits):
-                page.append(operation)
-                if len(page) >= settings.ingest_page_size:
-                    await self._store_page(batch_id, total, page)
-                    total += len(page)
-                    page = []
-            if page:
-                await self._store_page(batch_id, total, page)
-                total += len(page)
+            total = await self._store_pages(batch_id, _storable(parsed, limits))
 
             def publish(conn: Any) -> StoredKey | None:
                 if idempotency_key is not None:
@@ -208,10 +199,43 @@ class BatchService:
         assert batch is not None
         return batch
 
-    async def _store_page(self, batch_id: str, first_seq: int, page: list[Operation]) -> None:
-        await self._write(
-            lambda conn: self.store.insert_operations(conn, batch_id, first_seq, page)
-        )
+    async def _store_pages(self, batch_id: str, operations: AsyncIterator[list[Operation]]) -> int:
+        """Store the operations in pages of `ingest_page_size`; answers how many.
+
+        A page is written in a thread while the next one is parsed: the database releases
+        the GIL while it writes, so parsing and storing overlap instead of taking turns. At
+        most one page is written at a time (pages go in order, memory stays two pages).
+        """
+        page_size = self.settings.ingest_page_size
+        writer = _PageWriter(self._store_page)
+        total = 0
+        page: list[Operation] = []
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tasks:
+            try:
+                async for arrived in operations:
+                    page += arrived
+                    while len(page) >= page_size:
+                        await writer.start(tasks, batch_id, total, page[:page_size])
+                        total += page_size
+                        del page[:page_size]
+                if page:
+                    await writer.start(tasks, batch_id, total, page)
+                    total += len(page)
+                await writer.wait()
+            except Exception as exc:
+                # Raised below, once the page being written is done (the caller then drops
+                # the batch), and as itself: a task group would wrap it in a group.
+                failure = exc
+        if failure is not None:
+            raise failure
+        return total
+
+    def _store_page(self, batch_id: str, first_seq: int, page: list[Operation]) -> None:
+        with self.database.write() as conn:
+            self.store.insert_operations(conn, batch_id, first_seq, page)
+        # Freed here, in the writing thread, rather than by the parsing one.
+        page.clear()
 
     # --- reads and delete ----------------------------------------------------------------
 
@@ -284,7 +308,8 @@ class BatchService:
                 )
                 if not failed:
                     break
-                await self._store_page(new_id, total, [_resubmitted(op) for op in failed])
+                resubmitted = [_resubmitted(op) for op in failed]
+                await anyio.to_thread.run_sync(self._store_page, new_id, total, resubmitted)
                 total += len(failed)
                 after = failed[-1].seq
             if total == 0:  # the source was deleted meanwhile
@@ -393,9 +418,44 @@ async def _hashed(stream: AsyncIterator[bytes], digest: BodyDigest) -> AsyncIter
         yield chunk
 
 
+class _PageWriter:
+    """Writes one page at a time in a worker thread, beside the caller's parsing.
+
+    A failed write is kept and raised to the caller at its next `start` or `wait`, never
+    inside the task group, so the caller's own errors (a bad body) come out unwrapped.
+    """
+
+    def __init__(self, store: Callable[[str, int, list[Operation]], None]) -> None:
+        self._store = store
+        self._done: anyio.Event | None = None
+        self._failure: Exception | None = None
+
+    async def start(
+        self, tasks: anyio.abc.TaskGroup, batch_id: str, first_seq: int, page: list[Operation]
+    ) -> None:
+        await self.wait()
+        done = self._done = anyio.Event()
+
+        async def write() -> None:
+            try:
+                await anyio.to_thread.run_sync(self._store, batch_id, first_seq, page)
+            except Exception as exc:
+                self._failure = exc
+            finally:
+                done.set()
+
+        tasks.start_soon(write)
+
+    async def wait(self) -> None:
+        if self._done is not None:
+            await self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+
+
 async def _storable(
-    operations: AsyncIterator[Operation], limits: OperationLimits
-) -> AsyncIterator[Operation]:
+    batches: AsyncIterator[list[Operation]], limits: OperationLimits
+) -> AsyncIterator[list[Operation]]:
     """The operations, refusing text that neither database can store and operations larger
     than one request may be.
 
@@ -407,15 +467,16 @@ async def _storable(
     index = 0
     while True:
         try:
-            operation = await anext(operations)
+            operations = await anext(batches)
         except StopAsyncIteration:
             return
         except UnicodeDecodeError:
             raise MalformedJson(_UNSTORABLE_JSON) from None
-        _check_storable(operation, index)
-        check_operation_size(operation, index, limits)
-        yield operation
-        index += 1
+        for operation in operations:
+            _check_storable(operation, index)
+            check_operation_size(operation, index, limits)
+            index += 1
+        yield operations
 
 
 _UNSTORABLE_JSON = (

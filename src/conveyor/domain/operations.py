@@ -471,9 +471,39 @@ async def aiter_operations(
     chunks: AsyncIterator[bytes], *, max_operations: int
 ) -> AsyncIterator[Operation]:
     """Async twin of :func:`iter_operations` over a request body's chunks, with flat memory."""
+    async for operations in aiter_operation_lists(chunks, max_operations=max_operations):
+        for operation in operations:
+            yield operation
+
+
+async def aiter_operation_lists(
+    chunks: AsyncIterator[bytes], *, max_operations: int
+) -> AsyncIterator[list[Operation]]:
+    """:func:`aiter_operations` a chunk's worth at a time: the operations each chunk completed.
+
+    One async hand-off per chunk instead of one per operation, which was a fifth of the
+    event loop's time on a large body. The order of errors is kept: the operations a chunk
+    completed before an invalid one are yielded first, and the error is raised on the next
+    step, as `aiter_operations` would raise it after them.
+    """
     pipeline = _Pipeline(max_operations)
     async for data in chunks:
-        for operation in pipeline.feed(data):
-            yield operation
-    for operation in pipeline.close():
-        yield operation
+        operations, error = _completed(pipeline.feed(data))
+        if operations:
+            yield operations
+        if error is not None:
+            raise error
+    operations, error = _completed(pipeline.close())
+    if operations:
+        yield operations
+    if error is not None:
+        raise error
+
+
+def _completed(operations: Iterator[Operation]) -> tuple[list[Operation], Exception | None]:
+    done: list[Operation] = []
+    try:
+        done.extend(operations)  # keeps what it took before an error
+    except Exception as exc:
+        return done, exc
+    return done, None
