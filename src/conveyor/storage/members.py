@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.audience import ARCHIVED, FORGOTTEN, MemberRow
 from conveyor.domain.clock import Clock, now_iso
-from conveyor.domain.ids import hex_id, subscriber_hash
+from conveyor.domain.ids import member_ids, subscriber_hash
 from conveyor.storage.errors import UniqueViolation, is_unique_violation
 from conveyor.storage.raw_sql import RawStatement, dump_json, load_json
 from conveyor.storage.tables import members, tags
@@ -233,12 +233,13 @@ class MemberStore:
         now = now_iso(self.clock)
         if status == "subscribed" and not data["timestamp_opt"]:
             data["timestamp_opt"] = now
+        unique_email_id, contact_id = member_ids()
         return MemberRow(
             web_id=0,
             subscriber_hash=subscriber_hash(email),
             email_address=email,
-            unique_email_id=hex_id(10),
-            contact_id=hex_id(32),
+            unique_email_id=unique_email_id,
+            contact_id=contact_id,
             status=status,
             data=data,
             last_changed=now,
