@@ -17,7 +17,7 @@ import copy
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection
@@ -51,11 +51,12 @@ RUN_HANDLERS: frozenset[Handler] = frozenset(
 MIN_RUN = 2
 
 
-@dataclass(frozen=True, slots=True)
-class RunOperation:
-    """An operation of a run: its index in the group and what `invoke` needs."""
+class RunOperation(NamedTuple):
+    """An operation of a run: its index in the group and what `invoke` needs. A named tuple:
+    made for every operation of a group, at half the cost of a frozen dataclass."""
 
-    index: int
+    # Its index in the group (`index` would hide the tuple's method).
+    position: int
     method: str
     path: str
     query: Mapping[str, str]
@@ -123,7 +124,7 @@ def plan_runs(
         if len(current) >= MIN_RUN:
             yield Run(current_list, list(current))
         else:
-            yield from (op.index for op in current)
+            yield from (op.position for op in current)
         current.clear()
 
     for index, candidate in enumerate(candidates):
