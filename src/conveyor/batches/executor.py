@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection
@@ -25,8 +25,7 @@ from conveyor.storage.batches import BatchStore, Claim, StoredOperation
 from conveyor.storage.raw_sql import RawSavepoint
 
 
-@dataclass(frozen=True, slots=True)
-class OperationResult:
+class OperationResult(NamedTuple):
     status_code: int
     response: str
 
@@ -173,10 +172,10 @@ def run_group(
             done = execute_run(conn, routes, account, planned, api_root=api_root)
             if done is not None:
                 for member_op, (status, body) in zip(planned.operations, done, strict=True):
-                    index = member_op.index
+                    index = member_op.position
                     sink.take(operations[index], parsed[index], [OperationResult(status, body)])
                 continue
-            indexes = [member_op.index for member_op in planned.operations]
+            indexes = [member_op.position for member_op in planned.operations]
         else:
             indexes = [planned]
         for index in indexes:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from conveyor.domain.accounts import Account
 
 
-@dataclass(frozen=True, slots=True)
-class RanOperation:
-    """One operation of a committed group, as submitted, with the status it got."""
+class RanOperation(NamedTuple):
+    """One operation of a committed group, as submitted, with the status it got. A named
+    tuple: made for every operation run, at half the cost of a frozen dataclass."""
 
     seq: int
     operation_id: str | None

@@ -7,6 +7,8 @@ emulator) can hold time still or move it forward, and everything that waits move
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,6 +80,22 @@ class FixedClock:
 
 def iso_at(timestamp: float) -> str:
     """Mailchimp's timestamp format: ISO 8601 with `+00:00`, whole seconds."""
+    second = math.floor(timestamp)
+    # `fromtimestamp` rounds to the microsecond: only the last microsecond of a second can
+    # round up into the next one, so it is formatted the long way.
+    if timestamp - second < 0.999999:
+        return _iso_second(second)
+    return _format(timestamp)
+
+
+# Every member a batch writes is stamped with the time: formatting it once per second
+# instead of once per call was ~4% of an operation's CPU.
+@functools.lru_cache(maxsize=64)
+def _iso_second(second: int) -> str:
+    return _format(second)
+
+
+def _format(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).replace(microsecond=0).isoformat()
 
 

@@ -17,7 +17,8 @@ from conveyor.marketing.merge_values import REQUIRED_MESSAGE, InvalidMergeValue,
 from conveyor.marketing.schemas import MemberFields
 
 # Identity, status and tags are columns or handled apart; only these go into `data`.
-_MEMBER_FIELD_NAMES = set(MemberFields.model_fields)
+_MEMBER_FIELD_ORDER = tuple(MemberFields.model_fields)
+_MEMBER_FIELD_NAMES = frozenset(_MEMBER_FIELD_ORDER)
 
 
 def check_email(email: str) -> str:
@@ -65,7 +66,7 @@ def apply_fields(
 ) -> dict[str, Any]:
     """Merge the given fields into `data`, checking merge fields against the list
     (`skip_required`: the request's `skip_merge_validation`)."""
-    given = fields.model_dump(include=_MEMBER_FIELD_NAMES, exclude_unset=True, exclude_none=True)
+    given = _given_fields(fields)
     if "merge_fields" in given:
         data["merge_fields"] = _merge_values(ctx, data["merge_fields"], given.pop("merge_fields"))
     if is_new and not skip_required:
@@ -76,6 +77,19 @@ def apply_fields(
         data["interests"] = {**data["interests"], **given.pop("interests")}
     data.update(normalize_timestamps(given))
     return data
+
+
+def _given_fields(fields: MemberFields) -> dict[str, Any]:
+    """The member fields the body gave, not null, as plain values: what
+    `model_dump(include=..., exclude_unset=True, exclude_none=True)` answers."""
+    names = fields.model_fields_set & _MEMBER_FIELD_NAMES
+    if not names:
+        return {}
+    given = {name: getattr(fields, name) for name in _MEMBER_FIELD_ORDER if name in names}
+    if all(isinstance(value, str | bool | None) for value in given.values()):
+        # Most bodies give only such values: pydantic's serializer costs more than the copy.
+        return {name: value for name, value in given.items() if value is not None}
+    return fields.model_dump(include=names, exclude_unset=True, exclude_none=True)
 
 
 def _merge_values(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -96,17 +97,15 @@ def render_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, A
     # The list's fields as they are now: a field added later shows empty, a deleted one not.
     merge = {field.tag: stored.get(field.tag, "") for field in ctx.merge_fields}
     list_id = ctx.list_id
-    href = f"{root}/lists/{list_id}/members/{member.subscriber_hash}"
-    member_schema = _member_schema(root)
-    # Not in the spec's member, but in every real answer (docs/compatibility.md).
-    full_name = " ".join(str(merge.get(tag, "")) for tag in ("FNAME", "LNAME")).strip()
+    hash_ = member.subscriber_hash
     tags = [{"id": tag["id"], "name": tag["name"]} for tag in data["tags"]]
     return {
-        "id": member.subscriber_hash,
+        "id": hash_,
         "email_address": member.email_address,
         "unique_email_id": member.unique_email_id,
         "contact_id": member.contact_id,
-        "full_name": full_name,
+        # Not in the spec's member, but in every real answer (docs/compatibility.md).
+        "full_name": f"{merge.get('FNAME', '')} {merge.get('LNAME', '')}".strip(),
         "web_id": member.web_id,
         "email_type": data["email_type"],
         "status": member.status,
@@ -135,68 +134,72 @@ def render_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, A
         "tags_count": len(tags),
         "tags": tags[:TAGS_SHOWN],
         "list_id": list_id,
-        "_links": _member_links(root, list_id, href, member_schema),
+        "_links": _member_links(_link_parts(root), f"{root}/lists/{list_id}/members", hash_),
     }
 
 
-def _member_links(root: str, list_id: str, href: str, member_schema: str) -> list[dict[str, str]]:
+def _member_links(parts: _LinkParts, collection_href: str, hash_: str) -> list[dict[str, str]]:
     """The real service's links of a member, rel for rel (activity, goals, notes and events
     name paths Conveyor does not serve: they answer 404)."""
-    collection, paths_collection, patch, put, activity, goals, notes, events = _member_link_schemas(
-        root
-    )
+    href = f"{collection_href}/{hash_}"
+    member = parts.member
     return [
-        {"rel": "self", "href": href, "method": "GET", "targetSchema": member_schema},
+        {"rel": "self", "href": href, "method": "GET", "targetSchema": member},
         {
             "rel": "parent",
-            "href": f"{root}/lists/{list_id}/members",
+            "href": collection_href,
             "method": "GET",
-            "targetSchema": collection,
-            "schema": paths_collection,
+            "targetSchema": parts.collection,
+            "schema": parts.paths_collection,
         },
-        {
-            "rel": "update",
-            "href": href,
-            "method": "PATCH",
-            "targetSchema": member_schema,
-            "schema": patch,
-        },
-        {
-            "rel": "upsert",
-            "href": href,
-            "method": "PUT",
-            "targetSchema": member_schema,
-            "schema": put,
-        },
+        {"rel": "update", "href": href, "method": "PATCH", "targetSchema": member,
+         "schema": parts.patch},
+        {"rel": "upsert", "href": href, "method": "PUT", "targetSchema": member,
+         "schema": parts.put},
         {"rel": "delete", "href": href, "method": "DELETE"},
-        {"rel": "activity", "href": f"{href}/activity", "method": "GET", "targetSchema": activity},
-        {"rel": "goals", "href": f"{href}/goals", "method": "GET", "targetSchema": goals},
-        {"rel": "notes", "href": f"{href}/notes", "method": "GET", "targetSchema": notes},
-        {"rel": "events", "href": f"{href}/events", "method": "POST", "targetSchema": events},
+        {"rel": "activity", "href": f"{href}/activity", "method": "GET",
+         "targetSchema": parts.activity},
+        {"rel": "goals", "href": f"{href}/goals", "method": "GET", "targetSchema": parts.goals},
+        {"rel": "notes", "href": f"{href}/notes", "method": "GET", "targetSchema": parts.notes},
+        {"rel": "events", "href": f"{href}/events", "method": "POST",
+         "targetSchema": parts.events},
         {"rel": "delete_permanent", "href": f"{href}/actions/delete-permanent", "method": "POST"},
-    ]
+    ]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class _LinkParts:
+    """The schema URLs of a member's links: they depend on the API root only."""
+
+    member: str
+    collection: str
+    paths_collection: str
+    patch: str
+    put: str
+    activity: str
+    goals: str
+    notes: str
+    events: str
+
+
+# A member is rendered for every operation of a batch: its links' schema URLs are built once
+# per root.
 @functools.lru_cache(maxsize=64)
-def _member_schema(root: str) -> str:
-    return schema_url(root, "Definitions/Lists/Members/Response")
-
-
-@functools.lru_cache(maxsize=64)
-def _member_link_schemas(root: str) -> tuple[str, ...]:
-    # A member is rendered for every operation of a batch: the schema URLs depend on the
-    # root only.
-    return tuple(
-        schema_url(root, name)
-        for name in (
-            "Definitions/Lists/Members/CollectionResponse",
-            "Paths/Lists/Members/Collection",
-            "Definitions/Lists/Members/PATCH",
-            "Definitions/Lists/Members/PUT",
-            "Definitions/Lists/Members/Activity/Response",
-            "Definitions/Lists/Members/Goals/Response",
-            "Definitions/Lists/Members/Notes/CollectionResponse",
-            "Definitions/Lists/Members/Events/POST",
+def _link_parts(root: str) -> _LinkParts:
+    return _LinkParts(
+        *(
+            schema_url(root, name)
+            for name in (
+                "Definitions/Lists/Members/Response",
+                "Definitions/Lists/Members/CollectionResponse",
+                "Paths/Lists/Members/Collection",
+                "Definitions/Lists/Members/PATCH",
+                "Definitions/Lists/Members/PUT",
+                "Definitions/Lists/Members/Activity/Response",
+                "Definitions/Lists/Members/Goals/Response",
+                "Definitions/Lists/Members/Notes/CollectionResponse",
+                "Definitions/Lists/Members/Events/POST",
+            )
         )
     )
 

@@ -111,6 +111,16 @@ class _Route:
     pattern: str
     segments: tuple[str, ...]
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # (position, text) of the literal segments and (position, name) of the placeholders:
+    # a path naming a member is matched once per operation, mostly never seen before.
+    literals: tuple[tuple[int, str], ...] = field(init=False)
+    placeholders: tuple[tuple[int, str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.literals = tuple((i, s) for i, s in enumerate(self.segments) if not s.startswith("{"))
+        self.placeholders = tuple(
+            (i, s[1:-1]) for i, s in enumerate(self.segments) if s.startswith("{")
+        )
 
 
 @dataclass
@@ -168,11 +178,11 @@ class RouteTable:
         best: _Route | None = None
         best_params: dict[str, str] = {}
         for route in self._by_length.get(len(parts), ()):
-            params = _match(route.segments, parts)
+            params = _match(route, parts)
             if params is None:
                 continue
             # A literal segment beats a placeholder (e.g. `actions/delete-permanent`).
-            if best is None or _literal_count(route) > _literal_count(best):
+            if best is None or len(route.literals) > len(best.literals):
                 best, best_params = route, params
         return best, best_params
 
@@ -202,18 +212,13 @@ class RouteTable:
         return bool(route.segments) and not route.segments[-1].startswith("{")
 
 
-def _literal_count(route: _Route) -> int:
-    return sum(1 for s in route.segments if not s.startswith("{"))
-
-
-def _match(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
-    params: dict[str, str] = {}
-    for segment, part in zip(segments, parts, strict=True):
-        if segment.startswith("{"):
-            params[segment[1:-1]] = part
-        elif segment != part:
+def _match(route: _Route, parts: list[str]) -> dict[str, str] | None:
+    """The route's parameters in `parts` (as many as it has segments), None when a literal
+    segment differs."""
+    for i, literal in route.literals:
+        if parts[i] != literal:
             return None
-    return params
+    return {name: parts[i] for i, name in route.placeholders}
 
 
 def new_request_id() -> str:

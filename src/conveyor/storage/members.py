@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.audience import ARCHIVED, FORGOTTEN, MemberRow
 from conveyor.domain.clock import Clock, now_iso
-from conveyor.domain.ids import hex_id, subscriber_hash
+from conveyor.domain.ids import member_ids, subscriber_hash
 from conveyor.storage.errors import UniqueViolation, is_unique_violation
 from conveyor.storage.raw_sql import RawStatement, dump_json, load_json
 from conveyor.storage.tables import members, tags
@@ -102,19 +102,19 @@ _UPDATE_MEMBER = RawStatement(
 )
 
 
+# The rows of `write_many` are tuples in the order SQLite's compiled statements take their
+# parameters: no dict per row to build and take apart again.
+_UPDATE_COLUMNS = ("subscriber_hash", "email_address", "status", "data", "last_changed", "b_web_id")
+_INSERT_COLUMNS = (
+    "web_id", "account_pk", "list_pk", "subscriber_hash", "email_address",
+    "unique_email_id", "contact_id", "status", "data", "last_changed",
+)  # fmt: skip
+
 # A plain INSERT, web id given: a run allocates its ids first (`allocate_web_ids`) so that it
 # can answer with the rows before writing them in one `executemany`.
 _INSERT_MEMBER_WITH_ID = RawStatement(
-    members.insert().values(
-        {
-            name: bindparam(name)
-            for name in (
-                "web_id", "account_pk", "list_pk", "subscriber_hash", "email_address",
-                "unique_email_id", "contact_id", "status", "data", "last_changed",
-            )
-        }
-    )
-)  # fmt: skip
+    members.insert().values({name: bindparam(name) for name in _INSERT_COLUMNS})
+)
 
 # Many keys in one parameter: a JSON array on SQLite, an array on PostgreSQL, so that one
 # statement text serves any number of keys.
@@ -233,12 +233,13 @@ class MemberStore:
         now = now_iso(self.clock)
         if status == "subscribed" and not data["timestamp_opt"]:
             data["timestamp_opt"] = now
+        unique_email_id, contact_id = member_ids()
         return MemberRow(
             web_id=0,
             subscriber_hash=subscriber_hash(email),
             email_address=email,
-            unique_email_id=hex_id(10),
-            contact_id=hex_id(32),
+            unique_email_id=unique_email_id,
+            contact_id=contact_id,
             status=status,
             data=data,
             last_changed=now,
@@ -359,38 +360,24 @@ class MemberStore:
         """Updates, then inserts with their web ids, each one `executemany`; `encoded` holds
         each row's data as JSON text by web id. Any failure (a unique index, a row an API
         write changed meanwhile) propagates: the caller rolls back its savepoint."""
-        _UPDATE_MEMBER.run_many(
+        _UPDATE_MEMBER.run_many_tuples(
             conn,
+            _UPDATE_COLUMNS,
             [
-                {
-                    "b_web_id": m.web_id,
-                    "email_address": m.email_address,
-                    "subscriber_hash": m.subscriber_hash,
-                    "status": m.status,
-                    "data": encoded[m.web_id],
-                    "last_changed": m.last_changed,
-                }
+                (m.subscriber_hash, m.email_address, m.status, encoded[m.web_id],
+                 m.last_changed, m.web_id)
                 for m in updated
             ],
-        )
-        _INSERT_MEMBER_WITH_ID.run_many(
+        )  # fmt: skip
+        _INSERT_MEMBER_WITH_ID.run_many_tuples(
             conn,
+            _INSERT_COLUMNS,
             [
-                {
-                    "web_id": m.web_id,
-                    "account_pk": account_pk,
-                    "list_pk": list_pk,
-                    "subscriber_hash": m.subscriber_hash,
-                    "email_address": m.email_address,
-                    "unique_email_id": m.unique_email_id,
-                    "contact_id": m.contact_id,
-                    "status": m.status,
-                    "data": encoded[m.web_id],
-                    "last_changed": m.last_changed,
-                }
+                (m.web_id, account_pk, list_pk, m.subscriber_hash, m.email_address,
+                 m.unique_email_id, m.contact_id, m.status, encoded[m.web_id], m.last_changed)
                 for m in inserted
             ],
-        )
+        )  # fmt: skip
 
     def tag_id(self, conn: Connection, list_pk: int, name: str) -> int:
         """The list's tag of that name, created when it has none."""

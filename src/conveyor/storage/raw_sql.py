@@ -9,8 +9,9 @@ here with orjson (SQLite stores text; PostgreSQL's json accepts it and decodes o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -40,7 +41,7 @@ class RawStatement:
         if positions is None:
             cursor.execute(sql, params)
         else:
-            cursor.execute(sql, tuple(params[name] for name in positions))
+            cursor.execute(sql, _in_order(positions)(params))
         return cursor
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Sequence[Any] | None:
@@ -69,7 +70,7 @@ class RawStatement:
                 if positions is None:
                     cursor.execute(sql, params)
                 else:
-                    cursor.execute(sql, tuple(params[name] for name in positions))
+                    cursor.execute(sql, _in_order(positions)(params))
                 row: Sequence[Any] | None = cursor.fetchone()
             finally:
                 cursor.close()
@@ -89,7 +90,7 @@ class RawStatement:
             if positions is None:
                 cursor.executemany(sql, rows)
             else:
-                cursor.executemany(sql, [tuple(row[name] for name in positions) for row in rows])
+                cursor.executemany(sql, list(map(_in_order(positions), rows)))
         finally:
             cursor.close()
 
@@ -119,6 +120,14 @@ class RawStatement:
             return int(cursor.rowcount)
         finally:
             cursor.close()
+
+
+def _in_order(positions: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """Takes a parameter mapping to the tuple of a positional statement: `itemgetter` does it
+    in C, a tenth of the cost of a generator per row."""
+    if len(positions) < 2:  # itemgetter answers a bare value for one name, fails for none
+        return lambda params: tuple([params[name] for name in positions])
+    return itemgetter(*positions)
 
 
 def dump_json(value: Any) -> str:
