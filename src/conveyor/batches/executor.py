@@ -21,7 +21,7 @@ from conveyor.domain.operation_path import UnsafeOperationPath, split_operation_
 from conveyor.domain.result_cap import capped_response
 from conveyor.domain.states import is_success
 from conveyor.marketing.routing import Reply, RouteTable, invoke, new_request_id, select_fields
-from conveyor.storage.batches import BatchStore, Claim, StoredOperation
+from conveyor.storage.batches import BatchStore, Claim, ResultRow, StoredOperation
 from conveyor.storage.raw_sql import RawSavepoint
 
 
@@ -219,7 +219,7 @@ class _ResultSink:
     ) -> None:
         self.conn, self.store, self.batch_id = conn, store, batch_id
         self.max_result_bytes = max_result_bytes
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[ResultRow] = []
         self.ran: list[RanOperation] = []
         self.finished = self.errored = self.extra_pages = 0
         self._held = 0
@@ -240,16 +240,7 @@ class _ResultSink:
                     op.method, status_code, response,
                     max_bytes=self.max_result_bytes, new_instance=new_request_id,
                 )  # fmt: skip
-            self.rows.append(
-                {
-                    "batch_id": self.batch_id,
-                    "seq": op.seq,
-                    "page": page,
-                    "status_code": status_code,
-                    "operation_id": op.operation_id,
-                    "response": response,
-                }
-            )
+            self.rows.append((self.batch_id, op.seq, page, status_code, op.operation_id, response))
             self._held += len(response)
             self.finished += 1
             if not is_success(status_code):

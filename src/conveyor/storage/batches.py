@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from sqlalchemy import (
@@ -102,8 +102,9 @@ class Claim:
     token: str
 
 
-@dataclass(frozen=True, slots=True)
-class StoredOperation:
+class StoredOperation(NamedTuple):
+    """An operation as stored; a named tuple, as one is loaded for every operation run."""
+
     seq: int
     method: str
     path: str
@@ -200,6 +201,8 @@ _PLAN_COLUMNS = (
 )
 
 _RESULT_COLUMNS = ("batch_id", "seq", "page", "status_code", "operation_id", "response")
+# A result row in `_RESULT_COLUMNS` order: one is made for every operation run.
+ResultRow = tuple[str, int, int, int, str | None, str]
 _INSERT_RESULT = RawStatement(
     insert(batch_results).values({name: bindparam(name) for name in _RESULT_COLUMNS})
 )
@@ -616,16 +619,16 @@ class BatchStore:
         rows = _LOAD_OPERATIONS.all(conn, {"batch_id": batch_id, "start": start, "stop": stop})
         return [StoredOperation(*row) for row in rows]
 
-    def insert_results(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def insert_results(self, conn: Connection, rows: list[ResultRow]) -> None:
         """Result rows ahead of `record_results`, in the same (group's) transaction: a group
         whose answers are large writes them as it goes instead of holding them all."""
-        _INSERT_RESULT.run_many(conn, rows)
+        _INSERT_RESULT.run_many_tuples(conn, _RESULT_COLUMNS, rows)
 
     def record_results(
         self,
         conn: Connection,
         batch_id: str,
-        rows: list[dict[str, Any]],
+        rows: list[ResultRow],
         finished: int,
         errored: int,
         extra_pages: int,
@@ -634,7 +637,7 @@ class BatchStore:
 
         Raises `BatchNotRunning` when the batch left `started` (a cancel, a delete).
         """
-        _INSERT_RESULT.run_many(conn, rows)
+        _INSERT_RESULT.run_many_tuples(conn, _RESULT_COLUMNS, rows)
         counted = conn.execute(
             _COUNT_RESULTS,
             {
