@@ -211,6 +211,42 @@ def test_writer_buffers_one_file_at_a_time(tmp_path: Path) -> None:
     assert peak < 2 * 1024 * 1024, peak
 
 
+def test_writer_holds_no_file_in_memory(tmp_path: Path) -> None:
+    # Files of ~4 MB (1,000 results of ~4 kB, like a member's answer): each is spooled to
+    # disk, so the writer holds less than one of them (the spool's 1 MiB buffer, one result).
+    response = "x" * 4_000
+    records = [ResultRecord(200, f"op-{i}", response) for i in range(3_000)]
+    path = tmp_path / "w.tar.gz"
+    with path.open("wb") as out:
+        peak = _traced_peak_during(
+            lambda: write_archive(iter(records), out, results_per_file=1_000)
+        )
+    assert peak < 2 * 1024 * 1024, peak
+    with path.open("rb") as fileobj:
+        assert list(iter_archive(fileobj)) == records
+
+
+def test_a_file_shorter_than_the_one_before_holds_only_its_own_results() -> None:
+    # The spool is rewritten from its start for each file, never truncated.
+    records = [
+        ResultRecord(200, "big", "x" * 5_000),
+        ResultRecord(200, "a", "y"),
+        ResultRecord(400, None, "z" * 10),
+        ResultRecord(200, "b", ""),
+    ]
+    out = io.BytesIO()
+    summary = write_archive(records, out, max_file_bytes=200)
+    assert summary.files == 2
+    payloads = [payload for _, payload in _members(out.getvalue())]
+    assert [len(orjson.loads(payload)) for payload in payloads] == [1, 3]
+    assert payloads[1] == (
+        b'[{"status_code":200,"operation_id":"a","response":"y"},'
+        b'{"status_code":400,"operation_id":null,"response":"zzzzzzzzzz"},'
+        b'{"status_code":200,"operation_id":"b","response":""}]'
+    )
+    assert list(iter_archive(io.BytesIO(out.getvalue()))) == records
+
+
 def test_large_round_trip_reads_with_flat_memory(tmp_path: Path) -> None:
     n = 200_000
     started = time.perf_counter()

@@ -1,14 +1,21 @@
+import tracemalloc
+from array import array
+from unittest import mock
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conveyor.domain import chunking
 from conveyor.domain.chunking import (
     GROUP_TARGET_SECONDS,
+    NO_MEMBER,
     ChunkRange,
     member_of,
     next_group_size,
     plan_chunks,
     plan_groups,
+    plan_hashed_chunks,
     plan_member_chunks,
 )
 from conveyor.domain.ids import subscriber_hash
@@ -143,6 +150,57 @@ def test_plan_member_chunks_keeps_members_whole_and_chunks_short(
             before = {m for m in members[chunk.start : cut] if m is not None}
             after = {m for m in members[cut:] if m is not None}
             assert before & after, f"{chunk} could have been cut at {cut}"
+
+
+def _plan_with_every_member(members: list[int | None], chunk_size: int) -> list[ChunkRange]:
+    """The plan as it was first written: every member's last seq in one dict."""
+    last = {member: seq for seq, member in enumerate(members) if member is not None}
+    chunks: list[ChunkRange] = []
+    start, reach = 0, -1
+    for seq, member in enumerate(members):
+        if member is not None:
+            reach = max(reach, last[member])
+        if seq + 1 - start >= chunk_size and reach <= seq:
+            chunks.append(ChunkRange(len(chunks), start, seq + 1))
+            start = seq + 1
+    if start < len(members):
+        chunks.append(ChunkRange(len(chunks), start, len(members)))
+    return chunks
+
+
+@given(
+    members=st.lists(st.one_of(st.none(), st.integers(-5, 40)), max_size=300),
+    chunk_size=st.integers(1, 40),
+)
+def test_plan_hashed_chunks_counted_in_slices_is_the_same_plan(
+    members: list[int | None], chunk_size: int
+) -> None:
+    hashes = array("q", (NO_MEMBER if m is None else hash(m) for m in members))
+    expected = _plan_with_every_member(members, chunk_size)
+    assert plan_hashed_chunks(hashes, chunk_size) == expected
+    # Members counted a few at a time (a slice of the hash space each), as a big batch's are.
+    with mock.patch.object(chunking, "_COUNTED_AT_ONCE", 4):
+        assert plan_hashed_chunks(hashes, chunk_size) == expected
+
+
+def test_plan_hashed_chunks_holds_little_beside_the_hashes() -> None:
+    # 300,000 members, two of them with operations far apart; a dict of every member and
+    # its last seq (the plan's first way) traced ~36 MB here.
+    hashes = array("q", (hash(("list", f"{i:032x}")) for i in range(300_000)))
+    hashes[200_000] = hashes[1_000]
+    hashes[150_000] = NO_MEMBER
+    tracemalloc.start()
+    try:
+        chunks = plan_hashed_chunks(hashes, 2_500)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
+    assert chunks[0] == ChunkRange(0, 0, 200_001)
+    assert chunks[1:] == [
+        ChunkRange(seq, start, min(start + 2_500, 300_000))
+        for seq, start in enumerate(range(200_001, 300_000, 2_500), 1)
+    ]
 
 
 def test_next_group_size_holds_the_writer_near_the_target() -> None:

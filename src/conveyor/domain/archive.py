@@ -2,21 +2,22 @@
 
 Each file is a JSON array of ``{"status_code", "operation_id", "response"}`` objects, where
 ``response`` is the operation's response body as a JSON *string*. Both directions stream: the
-writer holds one file's JSON at a time (tar needs each member's size before its data) and the
-reader parses with ijson, so a million-result archive costs flat memory either way.
+writer spools one file's JSON at a time to a temporary file (tar needs each member's size
+before its data) and the reader parses with ijson, so a million-result archive costs flat
+memory either way.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import re
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import IO, BinaryIO, cast
 
 import ijson
 import orjson
@@ -85,25 +86,43 @@ def _encode_record(record: ResultRecord) -> bytes:
     )
 
 
-def _file_payloads(
-    encoded_results: Iterable[bytes], results_per_file: int, max_file_bytes: int
-) -> Iterator[bytes]:
-    """Group encoded results into JSON arrays; always yields at least one (possibly ``[]``)."""
-    buffer = bytearray(b"[")
-    count = 0
+# The spool's buffer: one write per MiB of results, one read per MiB when tar copies it.
+_SPOOL_BUFFER_BYTES = 1024 * 1024
+
+
+def _spooled_files(
+    encoded_results: Iterable[bytes],
+    spool: IO[bytes],
+    results_per_file: int,
+    max_file_bytes: int,
+) -> Iterator[int]:
+    """Write the results into ``spool`` as JSON arrays, one file's at a time from its start,
+    and yield each array's size once it is complete: the caller reads that many bytes from
+    the start of ``spool`` before asking for the next. Always yields at least one (``[]``).
+
+    Nothing but the result at hand is held in memory: a file of 10,000 member results is
+    ~35 MB of JSON, and buffering files in memory (the one being built, its bytes for tar
+    and the previous one's: ~120 MB) set the server's peak RSS while a big batch finalized.
+    """
+    spool.seek(0)
+    spool.write(b"[")
+    size, count = 1, 0
     for encoded in encoded_results:
-        if count and (count >= results_per_file or len(buffer) + len(encoded) + 2 > max_file_bytes):
-            buffer += b"]"
-            yield bytes(buffer)
-            buffer = bytearray(b"[")
-            count = 0
+        if count and (count >= results_per_file or size + len(encoded) + 2 > max_file_bytes):
+            spool.write(b"]")
+            yield size + 1
+            spool.seek(0)
+            spool.write(b"[")
+            size, count = 1, 0
         if count:
-            buffer += b","
-        buffer += encoded
+            spool.write(b",")
+            size += 1
+        spool.write(encoded)
+        size += len(encoded)
         count += 1
     # A file is only started when a result arrives, so this is the last one, or "[]" if none.
-    buffer += b"]"
-    yield bytes(buffer)
+    spool.write(b"]")
+    yield size + 1
 
 
 def write_archive(
@@ -146,22 +165,26 @@ def write_archive(
     # USTAR keeps the headers to the oldest, most widely read format; the names are short ASCII.
     # Level 1: JSON compresses well even so, and level 9 (tarfile's default) cost ~5x the CPU
     # on a million results.
+    # The spool is overwritten from its start for each file (never truncated): it grows to
+    # the largest file, at most `max_file_bytes` and one result.
     with (
+        tempfile.TemporaryFile(buffering=_SPOOL_BUFFER_BYTES) as spool,
         gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=1, mtime=member_mtime) as gz,
         tarfile.open(fileobj=cast(BinaryIO, gz), mode="w|", format=tarfile.USTAR_FORMAT) as tar,
     ):
-        for index, payload in enumerate(
-            _file_payloads(encoded_results(), results_per_file, max_file_bytes)
-        ):
+        files = _spooled_files(encoded_results(), spool, results_per_file, max_file_bytes)
+        for index, size in enumerate(files):
             stem = stem_for(index)
             if not _MEMBER_STEM.fullmatch(stem) or stem in names:
                 raise ValueError(f"member name {stem!r} is not 32 unique lower-case hex chars")
             names.add(stem)
             info = tarfile.TarInfo(f"{stem}.json")
-            info.size = len(payload)
+            info.size = size
             info.mtime = member_mtime
             info.mode = 0o644
-            tar.addfile(info, io.BytesIO(payload))
+            spool.seek(0)
+            # Copies exactly `size` bytes: what is left of a longer earlier file is not read.
+            tar.addfile(info, spool)
     return ArchiveSummary(
         files=len(names), results=total, errored=errored, bytes_written=counter.count
     )

@@ -9,6 +9,7 @@ domain's move tables, so a duplicate message finds nothing to do.
 from __future__ import annotations
 
 import uuid
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -29,7 +30,13 @@ from sqlalchemy import (
 )
 
 from conveyor.domain.accounts import Account
-from conveyor.domain.chunking import ChunkRange, member_of, plan_chunks, plan_member_chunks
+from conveyor.domain.chunking import (
+    NO_MEMBER,
+    ChunkRange,
+    member_of,
+    plan_chunks,
+    plan_hashed_chunks,
+)
 from conveyor.domain.clock import Clock, now_iso
 from conveyor.domain.ids import hex_id
 from conveyor.domain.operations import Operation
@@ -478,17 +485,18 @@ class BatchStore:
         if total <= chunk_size:
             # One chunk runs in seq order: nothing to read.
             return plan_chunks(total, chunk_size)
-        # A member is kept as the hash of its key: a million (list, address) tuples would
-        # cost ~200 MB, their hashes ~40 MB; two members sharing a hash only share a chunk.
-        members: list[int | None] = []
+        # A member is kept as the hash of its key, in an array: a million (list, address)
+        # tuples would cost ~200 MB, a list of their hashes ~40 MB, the array 8 MB; two
+        # members sharing a hash only share a chunk.
+        members = array("q")
         append = members.append
         rows = conn.execution_options(yield_per=5_000).execute(
             _PLAN_COLUMNS, {"batch_id": batch_id}
         )
         for method, path, body in rows:
             member = member_of(method, path, body)
-            append(None if member is None else hash(member))
-        return plan_member_chunks(members, chunk_size)
+            append(NO_MEMBER if member is None else hash(member))
+        return plan_hashed_chunks(members, chunk_size)
 
     def finish(self, conn: Connection, batch_id: str, archive_key: str) -> bool:
         return self._move(
