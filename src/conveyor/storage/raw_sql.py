@@ -80,25 +80,12 @@ class RawStatement:
             raw.close()
         return row
 
-    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """One statement, many parameter sets: the DBAPI's executemany."""
-        if not rows:
-            return
-        sql, positions = self._sql(conn.dialect)
-        cursor = conn.connection.cursor()
-        try:
-            if positions is None:
-                cursor.executemany(sql, rows)
-            else:
-                cursor.executemany(sql, list(map(_in_order(positions), rows)))
-        finally:
-            cursor.close()
-
     def run_many_tuples(
         self, conn: Connection, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
     ) -> None:
-        """`run_many` with each row a tuple in `columns` order: no dict per row to build and
-        take apart again, which was a third of storing a batch's operations."""
+        """One statement, many rows (the DBAPI's executemany), each row a tuple in `columns`
+        order: no dict per row to build and take apart again, which was a third of storing a
+        batch's operations."""
         if not rows:
             return
         sql, positions = self._sql(conn.dialect)
