@@ -14,6 +14,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from conveyor.storage.wal_checkpoint import BACKSTOP_AUTOCHECKPOINT_PAGES, WalCheckpointer
+
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached (wrong address, down, refused credentials)."""
@@ -39,6 +41,8 @@ class Database:
     url: str
     writer: Engine
     reader: Engine
+    # SQLite on a file only: folds the WAL into the database file beside the writers.
+    checkpointer: WalCheckpointer | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,6 +81,8 @@ class Database:
             raise DatabaseUnavailable(f"cannot reach the database at {shown}: {reason}") from None
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
@@ -85,11 +91,24 @@ class Database:
 def open_database(url: str, *, pool_size: int = 16) -> Database:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=pool_size)
+        path = _sqlite_file(url)
+        checkpointer = WalCheckpointer(path) if path else None
+        writer = _sqlite_engine(
+            url, begin="BEGIN IMMEDIATE", pool_size=pool_size, checkpointer=checkpointer
+        )
         reader = _sqlite_engine(url, begin="BEGIN", pool_size=pool_size)
-        return Database(url=url, writer=writer, reader=reader)
+        return Database(url=url, writer=writer, reader=reader, checkpointer=checkpointer)
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     return Database(url=url, writer=engine, reader=engine)
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The database file a SQLite URL names, or None for an in-memory database."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+        return None
+    return database
 
 
 # How long a SQLite writer waits for the write lock before it fails.
@@ -149,6 +168,7 @@ class _QueuedConnection(sqlite3.Connection):
     """A sqlite3 connection that gives its writer turn back when its transaction ends."""
 
     writer_queue: WriterQueue | None = None
+    checkpointer: WalCheckpointer | None = None
     holds_turn = False
 
     def commit(self) -> None:
@@ -156,6 +176,8 @@ class _QueuedConnection(sqlite3.Connection):
             super().commit()
         finally:
             self._end_turn()
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     def rollback(self) -> None:
         try:
@@ -175,7 +197,9 @@ class _QueuedConnection(sqlite3.Connection):
             self.writer_queue.release()
 
 
-def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
+def _sqlite_engine(
+    url: str, *, begin: str, pool_size: int, checkpointer: WalCheckpointer | None = None
+) -> Engine:
     queue = WriterQueue() if begin == "BEGIN IMMEDIATE" else None
     engine = create_engine(
         url,
@@ -194,9 +218,12 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
         dbapi_connection.isolation_level = None
         if isinstance(dbapi_connection, _QueuedConnection):
             dbapi_connection.writer_queue = queue
+            dbapi_connection.checkpointer = checkpointer
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if checkpointer is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_AUTOCHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.close()
