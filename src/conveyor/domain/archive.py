@@ -9,7 +9,6 @@ memory either way.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 import tarfile
@@ -21,6 +20,7 @@ from typing import IO, BinaryIO, cast
 
 import ijson
 import orjson
+from isal import igzip
 
 from conveyor.domain.states import is_success
 
@@ -163,13 +163,18 @@ def write_archive(
     stream = cast(BinaryIO, counter)
     names: set[str] = set()
     # USTAR keeps the headers to the oldest, most widely read format; the names are short ASCII.
-    # Level 1: JSON compresses well even so, and level 9 (tarfile's default) cost ~5x the CPU
-    # on a million results.
+    # ISA-L's deflate at level 1: the same size as zlib's level 1 on member results (JSON
+    # compresses well even so) in a seventh of the time, 0.8 against 5.7 ms for the 3.6 MB of
+    # a 1,000-add batch; level 9 (tarfile's default) cost ~5x zlib 1's CPU. A plain gzip
+    # stream either way: any gzip reader takes it.
     # The spool is overwritten from its start for each file (never truncated): it grows to
     # the largest file, at most `max_file_bytes` and one result.
     with (
         tempfile.TemporaryFile(buffering=_SPOOL_BUFFER_BYTES) as spool,
-        gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=1, mtime=member_mtime) as gz,
+        # isal's stubs leave the constructor untyped; it is gzip.GzipFile's.
+        igzip.GzipFile(  # type: ignore[no-untyped-call]
+            fileobj=stream, mode="wb", compresslevel=1, mtime=member_mtime
+        ) as gz,
         tarfile.open(fileobj=cast(BinaryIO, gz), mode="w|", format=tarfile.USTAR_FORMAT) as tar,
     ):
         files = _spooled_files(encoded_results(), spool, results_per_file, max_file_bytes)
