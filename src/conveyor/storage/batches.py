@@ -53,7 +53,7 @@ from conveyor.domain.states import (
     sources,
 )
 from conveyor.storage.database import Database
-from conveyor.storage.raw_sql import RawStatement
+from conveyor.storage.raw_sql import BulkInsert, RawStatement
 from conveyor.storage.tables import (
     accounts_table,
     api_keys,
@@ -143,10 +143,9 @@ _BATCH_COLUMNS = (
 )
 
 _OPERATION_COLUMNS = ("batch_id", "seq", "method", "path", "params", "body", "operation_id")
-# Ingest and the executor move millions of these rows: DBAPI executemany, not Core's.
-_INSERT_OPERATION = RawStatement(
-    insert(batch_operations).values({name: bindparam(name) for name in _OPERATION_COLUMNS})
-)
+# Ingest and the executor move millions of these rows: COPY on PostgreSQL, the DBAPI's
+# executemany on SQLite, never Core's.
+_INSERT_OPERATION = BulkInsert(batch_operations, _OPERATION_COLUMNS)
 
 _OWN_BATCH = RawStatement(
     select(*_BATCH_COLUMNS).where(
@@ -210,9 +209,7 @@ _PLAN_COLUMNS = (
 _RESULT_COLUMNS = ("batch_id", "seq", "page", "status_code", "operation_id", "response")
 # A result row in `_RESULT_COLUMNS` order: one is made for every operation run.
 ResultRow = tuple[str, int, int, int, str | None, str]
-_INSERT_RESULT = RawStatement(
-    insert(batch_results).values({name: bindparam(name) for name in _RESULT_COLUMNS})
-)
+_INSERT_RESULT = BulkInsert(batch_results, _RESULT_COLUMNS)
 # A compare-and-set on the status: a cancel (or a delete) that committed first makes this touch
 # no row, and the group rolls back whole. On PostgreSQL the row lock orders the two: a cancel
 # waits for a group that got here first, so a group commits entirely before it or not at all.
@@ -272,9 +269,8 @@ class BatchStore:
         self, conn: Connection, batch_id: str, first_seq: int, operations: Sequence[Operation]
     ) -> None:
         dumps = orjson.dumps
-        _INSERT_OPERATION.run_many_tuples(
+        _INSERT_OPERATION.run(
             conn,
-            _OPERATION_COLUMNS,
             [
                 (
                     batch_id,
@@ -630,7 +626,7 @@ class BatchStore:
     def insert_results(self, conn: Connection, rows: list[ResultRow]) -> None:
         """Result rows ahead of `record_results`, in the same (group's) transaction: a group
         whose answers are large writes them as it goes instead of holding them all."""
-        _INSERT_RESULT.run_many_tuples(conn, _RESULT_COLUMNS, rows)
+        _INSERT_RESULT.run(conn, rows)
 
     def record_results(
         self,
@@ -645,7 +641,7 @@ class BatchStore:
 
         Raises `BatchNotRunning` when the batch left `started` (a cancel, a delete).
         """
-        _INSERT_RESULT.run_many_tuples(conn, _RESULT_COLUMNS, rows)
+        _INSERT_RESULT.run(conn, rows)
         counted = conn.execute(
             _COUNT_RESULTS,
             {

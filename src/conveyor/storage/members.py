@@ -28,7 +28,7 @@ from conveyor.domain.audience import ARCHIVED, FORGOTTEN, MemberRow
 from conveyor.domain.clock import Clock, now_iso
 from conveyor.domain.ids import member_ids, subscriber_hash
 from conveyor.storage.errors import UniqueViolation, is_unique_violation
-from conveyor.storage.raw_sql import RawStatement, dump_json, load_json
+from conveyor.storage.raw_sql import BulkInsert, RawStatement, dump_json, load_json
 from conveyor.storage.tables import members, tags
 
 _MEMBER_COLUMNS = (
@@ -112,9 +112,7 @@ _INSERT_COLUMNS = (
 
 # A plain INSERT, web id given: a run allocates its ids first (`allocate_web_ids`) so that it
 # can answer with the rows before writing them in one `executemany`.
-_INSERT_MEMBER_WITH_ID = RawStatement(
-    members.insert().values({name: bindparam(name) for name in _INSERT_COLUMNS})
-)
+_INSERT_MEMBER_WITH_ID = BulkInsert(members, _INSERT_COLUMNS)
 
 # Many keys in one parameter: a JSON array on SQLite, an array on PostgreSQL, so that one
 # statement text serves any number of keys.
@@ -369,9 +367,8 @@ class MemberStore:
                 for m in updated
             ],
         )  # fmt: skip
-        _INSERT_MEMBER_WITH_ID.run_many_tuples(
+        _INSERT_MEMBER_WITH_ID.run(
             conn,
-            _INSERT_COLUMNS,
             [
                 (m.web_id, account_pk, list_pk, m.subscriber_hash, m.email_address,
                  m.unique_email_id, m.contact_id, m.status, encoded[m.web_id], m.last_changed)
