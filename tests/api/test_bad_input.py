@@ -222,6 +222,19 @@ def test_nul_is_refused_with_the_field_named(api: ApiUser, list_id: str) -> None
     assert [e["field"] for e in problem["errors"]] == ["tags.1"]
 
 
+def test_nul_in_a_query_filter_is_refused_on_every_database(api: ApiUser, list_id: str) -> None:
+    # Found by the schemathesis suite: PostgreSQL answered 500 to this filter.
+    url = f"/3.0/lists/{list_id}/merge-fields"
+    problem = assert_problem(
+        api.client.get(url, params={"type": "te\x00xt"}), 400, "Invalid Resource"
+    )
+    assert [e["field"] for e in problem["errors"]] == ["type"]
+    members = f"/3.0/lists/{list_id}/members"
+    problem = assert_problem(api.client.get(members, params={"status": "\x00"}), 400)
+    assert [e["field"] for e in problem["errors"]] == ["status"]
+    assert assert_json(api.client.get(url, params={"type": "text"}))["list_id"] == list_id
+
+
 def test_sql_looking_text_leaves_the_tables_alone(
     api: ApiUser, list_id: str, services: Services
 ) -> None:

@@ -69,6 +69,17 @@ class Call:
         return value
 
 
+def _reject_nul_in_query(query: Mapping[str, str]) -> None:
+    """Refuse NUL characters in query values, as in bodies: a filter (`type`, `status`...)
+    reaches SQL as a parameter, and PostgreSQL fails on NUL in text (a 500) where SQLite
+    only matched nothing."""
+    for name, value in query.items():
+        if "\x00" in value:
+            raise problems.invalid_resource(
+                [problems.FieldError(name, "This value must not contain NUL characters.")]
+            )
+
+
 def _may_hold_nul(body: bytes | str) -> bool:
     if isinstance(body, bytes):
         return b"\\u0000" in body
@@ -246,6 +257,8 @@ def invoke(
     method = method.upper()
     assert table.stores is not None, "invoke needs a route table built with its stores"
     try:
+        if query:
+            _reject_nul_in_query(query)
         handler, params = table.resolve(method, path)
         reply = handler(Call(conn, account, method, params, query, body, api_root, table.stores))
     except Problem as problem:
