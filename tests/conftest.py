@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import delete
 from starlette.testclient import TestClient
 
 from conveyor.composition import Services, open_services
@@ -18,6 +19,14 @@ from conveyor.domain.clock import OffsetClock
 from conveyor.http.app import create_app
 from conveyor.runtime.embedded import EmbeddedRuntime, embedded_runtime
 from conveyor.settings import Settings
+from conveyor.storage.tables import (
+    batch_chunks,
+    batch_operations,
+    batch_results,
+    batches,
+    idempotency_keys,
+    webhook_deliveries,
+)
 from tests.shape_check import install_shape_check_from_env
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -81,6 +90,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str | None) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret="test-secret")
+
+
+def remove_batches(services: Services) -> None:
+    """Start a test with no batch in the database.
+
+    The PostgreSQL database is shared by the whole session, and a runtime's start resumes
+    every unfinished batch and webhook delivery it finds, as `conveyor serve` must after a
+    restart: another test's leftovers would otherwise run inside this test, in its blob
+    folder and on its clock (a dashboard test waited in `runtime.join()` for deliveries the
+    API tests had left). Call it before the `runtime` fixture starts.
+    """
+    if services.database.is_sqlite:
+        return  # a fresh database for every test
+    with services.database.write() as conn:
+        # Other tests' archives live in their own temporary folders: only rows to remove.
+        # Their pending webhook deliveries too: a delivery retried with a delay would hold
+        # up `runtime.join()` until it came due.
+        tables = (
+            batch_results,
+            batch_operations,
+            batch_chunks,
+            batches,
+            webhook_deliveries,
+            idempotency_keys,
+        )
+        for table in tables:
+            conn.execute(delete(table))
 
 
 @pytest.fixture

@@ -15,21 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
 
 from conveyor.composition import Services, open_services
 from conveyor.domain.clock import OffsetClock
 from conveyor.settings import BatchSettings, Settings
 from conveyor.storage.database import open_database
 from conveyor.storage.migrate import upgrade
-from conveyor.storage.tables import (
-    batch_chunks,
-    batch_operations,
-    batch_results,
-    batches,
-    idempotency_keys,
-    webhook_deliveries,
-)
+from tests.conftest import remove_batches
 
 SMALL_BATCHES: dict[str, Any] = {
     "chunk_size": 20,
@@ -122,26 +114,5 @@ def services(
 
 @pytest.fixture(autouse=True)
 def no_batches_in_flight(services: Services) -> None:
-    """Start every test with no batch in the database.
-
-    The PostgreSQL database is shared by the whole session, and a runtime's start resumes
-    every unfinished batch and webhook delivery it finds, as `conveyor serve` must after a
-    restart: another test's leftovers would otherwise run inside this test, in its blob
-    folder and on its clock. Autouse, so it runs before the `runtime` fixture starts.
-    """
-    if services.database.is_sqlite:
-        return  # a fresh copy for every test
-    with services.database.write() as conn:
-        # Other tests' archives live in their own temporary folders: only rows to remove.
-        # Their pending webhook deliveries too: a delivery retried with a delay would hold
-        # up `runtime.join()` here until it came due.
-        tables = (
-            batch_results,
-            batch_operations,
-            batch_chunks,
-            batches,
-            webhook_deliveries,
-            idempotency_keys,
-        )
-        for table in tables:
-            conn.execute(delete(table))
+    """Autouse, so it runs before the `runtime` fixture starts (see `remove_batches`)."""
+    remove_batches(services)

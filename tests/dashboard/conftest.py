@@ -15,7 +15,7 @@ from conveyor.composition import Services
 from conveyor.http.app import create_app
 from conveyor.runtime.embedded import EmbeddedRuntime
 from conveyor.settings import BatchSettings, Settings
-from tests.conftest import new_account_key
+from tests.conftest import new_account_key, remove_batches
 from tests.dashboard.support import DashboardUser
 
 
@@ -29,6 +29,12 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
         secret="test-secret",
         batches=BatchSettings(sweep_interval_seconds=3600.0),
     )
+
+
+@pytest.fixture(autouse=True)
+def no_batches_in_flight(services: Services) -> None:
+    """Autouse, so it runs before the `runtime` fixture starts (see `remove_batches`)."""
+    remove_batches(services)
 
 
 @dataclass
