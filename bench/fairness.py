@@ -30,7 +30,6 @@ from tests.conftest import LIST_BODY
 from tests.e2e.server import ServerProcess
 
 from bench.report import Figure, print_table, write_json
-from conveyor.storage.database import SQLITE_PAGE_BYTES
 
 TARGET_SECONDS = 1.0
 POLL_SECONDS = 0.01
@@ -225,8 +224,7 @@ def measure(
             name="SQLite WAL during the big batch",
             rate=peak,
             unit="frames",
-            note=f"most frames in use ({peak * SQLITE_PAGE_BYTES / 2**20:.0f} MiB of "
-            f"{SQLITE_PAGE_BYTES // 1024} KiB pages); "
+            note=f"most frames in use ({peak * 4 / 1024:.0f} MiB of 4 KiB pages); "
             f"{restarts} restarts seen; WAL file {wal_file:.1f} MiB at the end",
         ),
         Figure(

@@ -111,8 +111,6 @@ def _sqlite_file(url: str) -> str | None:
     return database
 
 
-SQLITE_PAGE_BYTES = 16_384
-
 # How long a SQLite writer waits for the write lock before it fails.
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -222,11 +220,6 @@ def _sqlite_engine(
             dbapi_connection.writer_queue = queue
             dbapi_connection.checkpointer = checkpointer
         cursor = dbapi_connection.cursor()
-        # 16 KiB pages for a new database (an existing one keeps its own: in WAL mode the size
-        # cannot change): a member result row is ~3 KiB, and with 4 KiB pages most rows took
-        # a page each. A 1,000-add batch ran ~9% faster, 100,000 upserts ~10%
-        # (docs/benchmarks.md, 2026-11-29).
-        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         if checkpointer is not None:

@@ -22,11 +22,10 @@ import threading
 
 log = logging.getLogger("conveyor.storage")
 
-# The writers' own automatic checkpoint, in pages: 2,500 pages of 16 KiB (storage.database)
-# are 40 MiB of log, ten times SQLite's default, reached only when the background checkpoint
-# cannot keep up (or a reader's old snapshot keeps it from finishing). SQLite's default is
-# 1,000 pages of any size.
-BACKSTOP_AUTOCHECKPOINT_PAGES = 2_500
+# The writers' own automatic checkpoint, in pages (4 KiB): 40 MiB of log, ten times SQLite's
+# default, reached only when the background checkpoint cannot keep up (or a reader's old
+# snapshot keeps it from finishing).
+BACKSTOP_AUTOCHECKPOINT_PAGES = 10_000
 
 
 class WalCheckpointer:
