@@ -1,13 +1,13 @@
 """Folding SQLite's write-ahead log into the database file, off the writers' path.
 
 By default the connection whose commit takes the WAL past 1,000 pages copies it into the
-database file and syncs it, inside that commit and with the write lock's turn still held: a
-work group's commit then took ~15 ms of a 1,000-operation batch's ~110 ms (bench.batches a,
-2026-11-29), and every writer queued behind it waited too. Here a thread with its own
-connection runs a PASSIVE checkpoint shortly after commits: it copies what it can without
-taking any lock a writer or reader needs, while the writers go on appending to the log. The
-sqlite3 module lets go of the GIL inside SQLite, so on a machine with two cores the copy
-runs beside the engine instead of in its way.
+database file and syncs it, inside that commit and with the write lock's turn still held: it
+cost ~10 ms of a 1,000-operation batch's ~110 ms and 22% of a 1M batch's execution
+(docs/benchmarks.md, 2026-11-29), and every writer queued behind it waited too. Here a
+thread with its own connection runs a PASSIVE checkpoint shortly after commits: it copies
+what it can without taking any lock a writer or reader needs, while the writers go on
+appending to the log. The sqlite3 module lets go of the GIL inside SQLite, so on a machine
+with two cores the copy runs beside the engine instead of in its way.
 
 The writers keep an automatic checkpoint, at a much larger size, as a backstop: should this
 thread fall behind (or a reader's old snapshot stop it from finishing), the log still stops
