@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, bindparam
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
@@ -124,12 +125,16 @@ class BulkInsert:
     table: Table
     columns: tuple[str, ...]
     _insert: RawStatement = field(init=False, repr=False)
-    _copy_sql: dict[str, str] = field(default_factory=dict, repr=False)
+    _copy_sql: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._insert = RawStatement(
             self.table.insert().values({name: bindparam(name) for name in self.columns})
         )
+        # The COPY text once, quoted as PostgreSQL quotes; the dialect's constructor is untyped.
+        quote = PGDialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+        names = ", ".join(quote(name) for name in self.columns)
+        self._copy_sql = f"COPY {quote(self.table.name)} ({names}) FROM STDIN"
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
@@ -139,21 +144,11 @@ class BulkInsert:
             return
         cursor = conn.connection.cursor()
         try:
-            with cursor.copy(self._copy(conn.dialect)) as copy:
+            with cursor.copy(self._copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
         finally:
             cursor.close()
-
-    def _copy(self, dialect: Dialect) -> str:
-        sql = self._copy_sql.get(dialect.name)
-        if sql is None:
-            quote = dialect.identifier_preparer.quote
-            names = ", ".join(quote(name) for name in self.columns)
-            sql = self._copy_sql[dialect.name] = (
-                f"COPY {quote(self.table.name)} ({names}) FROM STDIN"
-            )
-        return sql
 
 
 def _in_order(positions: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
