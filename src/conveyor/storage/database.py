@@ -222,6 +222,10 @@ def _sqlite_engine(
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # A run writes its members under a savepoint; past 64 KiB SQLite spills the
+        # savepoint's copies of the pages it changes to a temporary file, a write per page
+        # on the engine's path. In memory they cost a few MiB for the length of one group.
+        cursor.execute("PRAGMA temp_store=MEMORY")
         if checkpointer is not None:
             cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_AUTOCHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
