@@ -32,7 +32,7 @@ def md5(email: str) -> str:
 def api_client(server: ServerProcess, timeout: float = 60.0) -> httpx.Client:
     client = httpx.Client(base_url=server.api_url + "/", auth=("e2e", server.key), timeout=timeout)
     install_shape_check_from_env(client)
-    return client
+    return server.owned(client)
 
 
 def create_list(api: httpx.Client) -> str:

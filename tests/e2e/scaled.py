@@ -355,6 +355,7 @@ class Deployment:
         self.apis: list[RoleProcess] = []
         self.workers: list[RoleProcess] = []
         self.schedulers: list[RoleProcess] = []
+        self._clients: list[httpx.Client] = []
         self.startup_timeout = startup_timeout
         for index in range(1, apis + 1):
             port = free_port()
@@ -432,6 +433,7 @@ class Deployment:
             base_url=self.api_url(index) + "/", auth=("e2e", key), timeout=timeout
         )
         install_shape_check_from_env(client)
+        self._clients.append(client)  # closed with the deployment
         return client
 
     def logs(self, tail: int = 3000) -> str:
@@ -439,6 +441,9 @@ class Deployment:
         return "\n".join(f"--- {role.name}\n{role.stderr_text()[-tail:]}" for role in self.roles)
 
     def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         errors: list[BaseException] = []
         for role in self.roles:
             try:

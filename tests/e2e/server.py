@@ -101,6 +101,7 @@ class ServerProcess:
         self.starts = 0
         self._key: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._clients: list[httpx.Client] = []
 
     # -- addresses and credentials ------------------------------------------------------
 
@@ -209,8 +210,17 @@ class ServerProcess:
             self.stop()
         return self.start()
 
+    def owned(self, client: httpx.Client) -> httpx.Client:
+        """`client`, closed with the server: a test's clients outlive kills and restarts,
+        and a client left open surfaces later as another test's ResourceWarning."""
+        self._clients.append(client)
+        return client
+
     def close(self) -> None:
         """Make sure no process is left behind, whatever state it is in."""
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         if self._process is not None and self._process.poll() is None:
             self.kill()
 

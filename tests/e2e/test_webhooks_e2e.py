@@ -30,7 +30,7 @@ FAST_RETRIES = {
 def api(server: ServerProcess) -> httpx.Client:
     client = httpx.Client(base_url=server.api_url, auth=("e2e", server.key), timeout=30)
     install_shape_check_from_env(client)
-    return client
+    return server.owned(client)
 
 
 def small_batch(client: httpx.Client, list_id: str, tag: str) -> dict[str, Any]:

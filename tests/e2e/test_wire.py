@@ -180,7 +180,7 @@ def test_clients_that_hang_up_half_way_leave_no_traceback(server: ServerProcess)
                 socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
             )
     # A finished batch's archive, dropped after its first bytes.
-    client = httpx.Client(base_url=server.api_url, auth=("x", server.key), timeout=30)
+    client = server.owned(httpx.Client(base_url=server.api_url, auth=("x", server.key), timeout=30))
     batch = client.post("/batches", content=body).json()
     deadline = time.monotonic() + 60
     while (status := client.get(f"/batches/{batch['id']}").json())["status"] != "finished":
