@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-import time
 
 
 # A member operation hashes its address several times on its way (grouping, reading ahead,
@@ -20,15 +19,16 @@ def hex_id(length: int) -> str:
     return secrets.token_hex((length + 1) // 2)[:length]
 
 
-def member_ids(now_ns: int | None = None) -> tuple[str, str]:
-    """A new member's `unique_email_id` (10 hex digits) and `contact_id` (32).
+def member_ids(created: float) -> tuple[str, str]:
+    """A new member's `unique_email_id` (10 hex digits) and `contact_id` (32), for a member
+    created at `created` (seconds since the epoch, from the service's clock).
 
-    The contact_id leads with the creation time in microseconds (13 hex digits, good until
-    2112) and ends with 76 random bits, the way a UUIDv7 does. Its index then grows at one
-    end: with a random contact_id every member insert dirtied a random leaf page of that
-    index, and a 1M-member list spent more time writing those pages than executing."""
+    The contact_id leads with that time in microseconds (13 hex digits, which wrap in 2112)
+    and ends with 76 random bits, the way a UUIDv7 does. Its index then grows at one end:
+    with a random contact_id every member insert dirtied a random leaf page of that index,
+    and a 1M-member list spent more time writing those pages than executing."""
     digits = secrets.token_hex(15)
-    micros = (time.time_ns() if now_ns is None else now_ns) // 1000
+    micros = int(created * 1_000_000) % 16**13
     return digits[:10], f"{micros:013x}{digits[10:29]}"
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conveyor.domain.audience import ARCHIVED, FORGOTTEN, MemberRow
-from conveyor.domain.clock import Clock, now_iso
+from conveyor.domain.clock import Clock, iso_at, now_iso
 from conveyor.domain.ids import member_ids, subscriber_hash
 from conveyor.storage.errors import UniqueViolation, is_unique_violation
 from conveyor.storage.raw_sql import BulkInsert, RawStatement, dump_json, load_json
@@ -228,10 +228,11 @@ class MemberStore:
 
     def new_row(self, email: str, status: str, data: dict[str, Any]) -> MemberRow:
         """A member about to be inserted (web_id 0 until it is): its ids and first times."""
-        now = now_iso(self.clock)
+        created = self.clock.now()
+        now = iso_at(created)
         if status == "subscribed" and not data["timestamp_opt"]:
             data["timestamp_opt"] = now
-        unique_email_id, contact_id = member_ids()
+        unique_email_id, contact_id = member_ids(created)
         return MemberRow(
             web_id=0,
             subscriber_hash=subscriber_hash(email),
