@@ -43,7 +43,7 @@ AGES = st.sampled_from([None, 7, "x"])
 TAG_NAMES = st.sampled_from(["red", "blue"])
 
 
-def _member_path(list_id: str, address: str) -> str:
+def member_path(list_id: str, address: str) -> str:
     return f"/lists/{list_id}/members/{subscriber_hash(address)}"
 
 
@@ -56,7 +56,7 @@ def _with_age(body: dict[str, Any], age: Any) -> dict[str, Any]:
 @st.composite
 def member_operation(draw: st.DrawFn, list_id: str) -> tuple[str, str, str | None]:
     address = draw(st.sampled_from(ADDRESSES))
-    path = _member_path(list_id, address)
+    path = member_path(list_id, address)
     kind = draw(st.sampled_from(["post", "put", "patch", "delete", "tags", "get", "bad"]))
     body: dict[str, Any] | None = None
     if kind == "post":
@@ -92,7 +92,7 @@ def member_operation(draw: st.DrawFn, list_id: str) -> tuple[str, str, str | Non
     return "POST", f"/lists/{list_id}/members", "{not json"
 
 
-def _seed(api: ApiUser) -> str:
+def seed_list(api: ApiUser) -> str:
     list_id = create_list(api.client)
     field = {"tag": "AGE", "name": "Age", "type": "number"}
     assert api.client.post(f"/3.0/lists/{list_id}/merge-fields", json=field).status_code == 200
@@ -100,9 +100,9 @@ def _seed(api: ApiUser) -> str:
         body = {"email_address": address, "status": "subscribed", "tags": ["red"]}
         assert api.client.post(f"/3.0/lists/{list_id}/members", json=body).status_code == 200
     assert (
-        api.client.delete(f"/3.0{_member_path(list_id, 'archived@example.org')}").status_code == 204
+        api.client.delete(f"/3.0{member_path(list_id, 'archived@example.org')}").status_code == 204
     )
-    erase = f"/3.0{_member_path(list_id, 'forgotten@example.org')}/actions/delete-permanent"
+    erase = f"/3.0{member_path(list_id, 'forgotten@example.org')}/actions/delete-permanent"
     assert api.client.post(erase).status_code == 204
     return list_id
 
@@ -124,7 +124,7 @@ def normalise(value: Any) -> Any:
     return value
 
 
-def _final_rows(conn: Connection, list_id: str) -> tuple[list[Any], list[str]]:
+def final_rows(conn: Connection, list_id: str) -> tuple[list[Any], list[str]]:
     list_pk = conn.execute(select(lists.c.pk).where(lists.c.list_id == list_id)).scalar_one()
     rows = conn.execute(
         select(members.c.subscriber_hash, members.c.email_address, members.c.status,
@@ -145,20 +145,20 @@ def _final_rows(conn: Connection, list_id: str) -> tuple[list[Any], list[str]]:
 Outcome = tuple[list[tuple[int, Any]], Any]
 
 
-def _in_rolled_back(services: Services, work: Callable[[Connection], list[tuple[int, str]]],
+def in_rolled_back(services: Services, work: Callable[[Connection], list[tuple[int, str]]],
                     list_id: str) -> Outcome:  # fmt: skip
     with services.database.writer.connect() as conn:
         transaction = conn.begin()
         try:
             answers = work(conn)
-            final = _final_rows(conn, list_id)
+            final = final_rows(conn, list_id)
         finally:
             transaction.rollback()
     bodies = [(status, normalise(orjson.loads(body)) if body else None) for status, body in answers]
     return bodies, final
 
 
-def _one_at_a_time(
+def one_at_a_time(
     routes: RouteTable, account: Account, operations: list[tuple[str, str, str | None]]
 ) -> Callable[[Connection], list[tuple[int, str]]]:
     def work(conn: Connection) -> list[tuple[int, str]]:
@@ -193,7 +193,7 @@ def _set_wise(
 
 @pytest.fixture
 def seeded(api: ApiUser, services: Services) -> tuple[str, Account]:
-    list_id = _seed(api)
+    list_id = seed_list(api)
     with services.database.read() as conn:
         account = services.accounts.account_for_key(conn, api.key)
     assert account is not None
@@ -209,8 +209,8 @@ def test_a_run_answers_and_writes_as_one_at_a_time(
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(member_operation(list_id), min_size=2, max_size=14))
     def check(operations: list[tuple[str, str, str | None]]) -> None:
-        plain = _in_rolled_back(services, _one_at_a_time(routes, account, operations), list_id)
-        runs = _in_rolled_back(services, _set_wise(routes, account, operations), list_id)
+        plain = in_rolled_back(services, one_at_a_time(routes, account, operations), list_id)
+        runs = in_rolled_back(services, _set_wise(routes, account, operations), list_id)
         assert runs == plain
 
     check()
@@ -225,13 +225,13 @@ def test_a_run_keeps_the_members_it_wrote(
     operations: list[tuple[str, str, str | None]] = [
         ("POST", f"/lists/{list_id}/members", _new_member(f"new{i}@example.org")) for i in range(5)
     ]
-    seeded_path = _member_path(list_id, "seeded@example.org")
+    seeded_path = member_path(list_id, "seeded@example.org")
     operations.append(("PATCH", seeded_path, '{"status": "unsubscribed"}'))
     with services.database.write() as conn:
         answers = _set_wise(routes, account, operations)(conn)
     assert [status for status, _ in answers] == [200] * 6
     with services.database.read() as conn:
-        rows, _names = _final_rows(conn, list_id)
+        rows, _names = final_rows(conn, list_id)
     statuses = {email: status for _h, email, status, _d, _pk in rows}
     assert statuses["seeded@example.org"] == "unsubscribed"
     assert all(statuses[f"new{i}@example.org"] == "subscribed" for i in range(5))
@@ -239,7 +239,7 @@ def test_a_run_keeps_the_members_it_wrote(
     assert stats["member_count"] == 5
     assert stats["unsubscribe_count"] == 1
     for i in range(5):
-        got = api.client.get(f"/3.0{_member_path(list_id, f'new{i}@example.org')}")
+        got = api.client.get(f"/3.0{member_path(list_id, f'new{i}@example.org')}")
         assert got.status_code == 200 and got.json()["status"] == "subscribed"
 
 
@@ -264,7 +264,7 @@ def test_a_run_that_races_an_api_write_goes_one_at_a_time(
     answers: list[list[tuple[int, str]] | None] = []
     with services.database.writer.connect() as other:
         other_transaction = other.begin()
-        plain = _one_at_a_time(routes, account, operations[1:])(other)
+        plain = one_at_a_time(routes, account, operations[1:])(other)
         assert plain[0][0] == 200
 
         def run_in_a_group() -> None:
@@ -278,7 +278,7 @@ def test_a_run_that_races_an_api_write_goes_one_at_a_time(
                 result = execute_run(conn, routes, account, run, api_root=ROOT)
                 answers.append(result)
                 if result is None:
-                    answers.append(_one_at_a_time(routes, account, operations)(conn))
+                    answers.append(one_at_a_time(routes, account, operations)(conn))
 
         group = threading.Thread(target=run_in_a_group)
         group.start()
@@ -293,7 +293,7 @@ def test_a_run_that_races_an_api_write_goes_one_at_a_time(
     assert [status for status, _ in fallback] == [200, 400]
     assert orjson.loads(fallback[1][1])["title"] == "Member Exists"
     with services.database.read() as conn:
-        rows, _names = _final_rows(conn, list_id)
+        rows, _names = final_rows(conn, list_id)
     emails = [email for _h, email, _s, _d, _pk in rows]
     assert emails.count(raced) == 1 and "calm@example.org" in emails
 

@@ -141,10 +141,10 @@ def plan_runs(
     yield from close()
 
 
-@dataclass(slots=True)
-class _Held:
+class HeldMember(NamedTuple):
     """A member as the run holds it: its data as JSON text, so that every read hands out a
-    fresh copy that a failing operation may scribble on without harm."""
+    fresh copy that a failing operation may scribble on without harm. A named tuple: a
+    prepared run carries these from a preparing process to the writer (`PreparedRun`)."""
 
     web_id: int
     subscriber_hash: str
@@ -162,8 +162,8 @@ class _Held:
         )  # fmt: skip
 
 
-def _hold(row: MemberRow) -> _Held:
-    return _Held(
+def hold(row: MemberRow) -> HeldMember:
+    return HeldMember(
         row.web_id, row.subscriber_hash, row.email_address, row.unique_email_id,
         row.contact_id, row.status, dump_json(row.data), row.last_changed,
     )  # fmt: skip
@@ -175,23 +175,40 @@ class RunMemberStore(MemberStore):
     Two layers: what the run's committed operations wrote, and what the current operation
     wrote so far (kept on `commit_operation`, dropped on `drop_operation`), so operations on
     one address inside a run behave exactly as they would in sequence.
+
+    A `detached` store answers a run outside the writer (batches/prepared.py): it writes nothing
+    at all, so new members get placeholder web ids (-1, -2, ...) and a tag the list lacks
+    leaves the run; and it keeps what it read, for the writer to check.
     """
 
-    def __init__(self, clock: Clock, account_pk: int, list_pk: int, inserts_at_most: int) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        account_pk: int,
+        list_pk: int,
+        inserts_at_most: int,
+        *,
+        detached: bool = False,
+    ) -> None:
         super().__init__(clock)
         self.account_pk = account_pk
         self.list_pk = list_pk
+        self.detached = detached
         self._inserts_at_most = inserts_at_most
         self._ids: Iterator[int] | None = None
-        self._held: dict[int, _Held] = {}
+        self._held: dict[int, HeldMember] = {}
         self._by_hash: dict[str, int | None] = {}
         self._by_contact: dict[str, int | None] = {}
         self._inserted: set[int] = set()
         self._changed: set[int] = set()
-        self._op_held: dict[int, _Held] = {}
+        self._op_held: dict[int, HeldMember] = {}
         self._op_by_hash: dict[str, int | None] = {}
         self._op_inserted: set[int] = set()
         self._tags: dict[str, int] = {}
+        # What the run read, as it read it: the keys it looked up and the rows they found.
+        self.hashes_read: dict[str, None] = {}
+        self.contacts_read: dict[str, None] = {}
+        self.rows_read: dict[int, HeldMember] = {}
 
     # --- reading ahead ---
 
@@ -199,12 +216,14 @@ class RunMemberStore(MemberStore):
         """One query for every member the run names by hash, one more for the keys left
         that may be contact ids."""
         wanted = list(dict.fromkeys(keys))
+        self.hashes_read.update(dict.fromkeys(wanted))
         for row in self.find_many(conn, self.list_pk, wanted):
             self._adopt(row)
         missing = [key for key in wanted if key not in self._by_hash]
         for key in missing:
             self._by_hash[key] = None
         if missing:
+            self.contacts_read.update(dict.fromkeys(missing))
             for row in self.find_many(conn, self.list_pk, missing, by_contact=True):
                 self._adopt(row)
             for key in missing:
@@ -213,11 +232,12 @@ class RunMemberStore(MemberStore):
     def _adopt(self, row: MemberRow) -> None:
         if row.web_id in self._held:
             return
-        self._held[row.web_id] = _hold(row)
+        held = self._held[row.web_id] = hold(row)
+        self.rows_read[row.web_id] = held
         self._by_hash[row.subscriber_hash] = row.web_id
         self._by_contact[row.contact_id] = row.web_id
 
-    def _current(self, web_id: int) -> _Held | None:
+    def _current(self, web_id: int) -> HeldMember | None:
         return self._op_held.get(web_id) or self._held.get(web_id)
 
     def _owner(self, conn: Connection, hash_: str) -> int | None:
@@ -225,6 +245,7 @@ class RunMemberStore(MemberStore):
         if hash_ in self._op_by_hash:
             return self._op_by_hash[hash_]
         if hash_ not in self._by_hash:
+            self.hashes_read[hash_] = None
             found = super().find(conn, self.list_pk, hash_, may_be_contact=False)
             if found is None:
                 self._by_hash[hash_] = None
@@ -238,6 +259,8 @@ class RunMemberStore(MemberStore):
         self, conn: Connection, list_pk: int, raw_key: str, *, may_be_contact: bool = True
     ) -> MemberRow | None:
         if list_pk != self.list_pk:
+            if self.detached:
+                raise _LeaveRun  # a read nobody would check
             return super().find(conn, list_pk, raw_key, may_be_contact=may_be_contact)
         web_id = self._owner(conn, member_key(raw_key))
         if web_id is None and may_be_contact and "@" not in raw_key:
@@ -247,6 +270,7 @@ class RunMemberStore(MemberStore):
 
     def _by_contact_id(self, conn: Connection, key: str) -> int | None:
         if key not in self._by_contact:
+            self.contacts_read[key] = None
             for row in self.find_many(conn, self.list_pk, [key], by_contact=True):
                 self._adopt(row)
             self._by_contact.setdefault(key, None)
@@ -269,7 +293,7 @@ class RunMemberStore(MemberStore):
         if self._owner(conn, row.subscriber_hash) is not None:
             raise UniqueViolation(email)
         row.web_id = self._next_id(conn)
-        self._op_held[row.web_id] = _hold(row)
+        self._op_held[row.web_id] = hold(row)
         self._op_by_hash[row.subscriber_hash] = row.web_id
         self._op_inserted.add(row.web_id)
         self._by_contact[row.contact_id] = row.web_id
@@ -285,21 +309,33 @@ class RunMemberStore(MemberStore):
                 raise UniqueViolation(member.email_address)
             self._op_by_hash[before.subscriber_hash] = None
             self._op_by_hash[member.subscriber_hash] = member.web_id
-        self._op_held[member.web_id] = _hold(member)
+        self._op_held[member.web_id] = hold(member)
 
     def tag_id(self, conn: Connection, list_pk: int, name: str) -> int:
         # Written straight away, not held: no run handler can fail after it names a tag, so
         # no failing operation would have to take one back.
         if list_pk != self.list_pk:
+            if self.detached:
+                raise _LeaveRun
             return super().tag_id(conn, list_pk, name)
         found = self._tags.get(name)
         if found is None:
-            found = self._tags[name] = super().tag_id(conn, list_pk, name)
+            # Tags go only with their list, which the writer checks: a tag found stays so.
+            found = self._find_tag(conn, list_pk, name) if self.detached else None
+            if found is None:
+                if self.detached:
+                    raise _LeaveRun  # creating it is a write
+                found = super().tag_id(conn, list_pk, name)
+            self._tags[name] = found
         return found
 
     def _next_id(self, conn: Connection) -> int:
         if self._ids is None:
-            self._ids = iter(self.allocate_web_ids(conn, self._inserts_at_most))
+            self._ids = (
+                iter(range(-1, -1 - self._inserts_at_most, -1))
+                if self.detached
+                else iter(self.allocate_web_ids(conn, self._inserts_at_most))
+            )
         web_id = next(self._ids, None)
         if web_id is None:
             raise _LeaveRun
@@ -319,20 +355,41 @@ class RunMemberStore(MemberStore):
         self._op_by_hash.clear()
         self._op_inserted.clear()
 
+    def changes(self) -> tuple[list[HeldMember], list[HeldMember]]:
+        """The members the run inserted, in the order it did (placeholder ids count down),
+        and those it updated."""
+        inserted: list[HeldMember] = []
+        updated: list[HeldMember] = []
+        for web_id in sorted(self._changed, key=abs):
+            (inserted if web_id in self._inserted else updated).append(self._held[web_id])
+        return inserted, updated
+
     def write(self, conn: Connection) -> None:
         """Every member the run changed: one `executemany` of updates, one of inserts."""
-        inserted: list[MemberRow] = []
-        updated: list[MemberRow] = []
-        encoded: dict[int, str] = {}
-        for web_id in sorted(self._changed):
-            held = self._held[web_id]
-            encoded[web_id] = held.data
-            row = MemberRow(
-                held.web_id, held.subscriber_hash, held.email_address, held.unique_email_id,
-                held.contact_id, held.status, {}, held.last_changed,
-            )  # fmt: skip
-            (inserted if web_id in self._inserted else updated).append(row)
-        self.write_many(conn, self.account_pk, self.list_pk, inserted, updated, encoded)
+        inserted, updated = self.changes()
+        write_held(self, conn, self.account_pk, self.list_pk, inserted, updated)
+
+
+def write_held(
+    members: MemberStore,
+    conn: Connection,
+    account_pk: int,
+    list_pk: int,
+    inserted: Sequence[HeldMember],
+    updated: Sequence[HeldMember],
+) -> None:
+    encoded = {held.web_id: held.data for held in (*inserted, *updated)}
+
+    def bare(held: HeldMember) -> MemberRow:
+        return MemberRow(
+            held.web_id, held.subscriber_hash, held.email_address, held.unique_email_id,
+            held.contact_id, held.status, {}, held.last_changed,
+        )  # fmt: skip
+
+    members.write_many(
+        conn, account_pk, list_pk, [bare(h) for h in inserted], [bare(h) for h in updated],
+        encoded,
+    )  # fmt: skip
 
 
 class _RunListStore(ListStore):
@@ -370,31 +427,55 @@ def execute_run(
     ctx = routes.stores.lists.context(conn, account.pk, run.list_id)
     if ctx is None:
         return None  # each operation answers its 404 on the plain path
-    inserts_at_most = sum(1 for op in run.operations if op.method in ("POST", "PUT"))
-    store = RunMemberStore(routes.stores.clock, account.pk, ctx.pk, inserts_at_most)
-    stores = copy.copy(routes.stores)
-    stores.members = store
-    stores.lists = _RunListStore(routes.stores.lists, account.pk, run.list_id, ctx)
-    table = dataclasses.replace(routes, stores=stores)
+    table, store = run_table(routes, account, run, ctx, detached=False)
     savepoint = RawSavepoint(conn, "run").__enter__()
     try:
-        store.read_ahead(conn, [key for op in run.operations for key in op.keys])
-        answers: list[tuple[int, str]] = []
-        for op in run.operations:
-            reply = invoke(table, conn, account, op.method, op.path, op.query, op.body,
-                           api_root=api_root)  # fmt: skip
-            if reply.status >= 500:
-                raise _LeaveRun  # an unexpected failure: let the plain path meet it
-            if is_success(reply.status):
-                store.commit_operation()
-            else:
-                store.drop_operation()
-            answers.append((reply.status, _encode(reply.body)))
+        answers = answer_run(conn, table, store, account, run, api_root)
         store.write(conn)
     except Exception:
         savepoint.rollback()
         return None
     savepoint.release()
+    return answers
+
+
+def run_table(
+    routes: RouteTable, account: Account, run: Run, ctx: ListContext, *, detached: bool
+) -> tuple[RouteTable, RunMemberStore]:
+    """The routes with the run's stores in place of the plain ones."""
+    assert routes.stores is not None
+    inserts_at_most = sum(1 for op in run.operations if op.method in ("POST", "PUT"))
+    store = RunMemberStore(
+        routes.stores.clock, account.pk, ctx.pk, inserts_at_most, detached=detached
+    )
+    stores = copy.copy(routes.stores)
+    stores.members = store
+    stores.lists = _RunListStore(routes.stores.lists, account.pk, run.list_id, ctx)
+    return dataclasses.replace(routes, stores=stores), store
+
+
+def answer_run(
+    conn: Connection,
+    table: RouteTable,
+    store: RunMemberStore,
+    account: Account,
+    run: Run,
+    api_root: str,
+) -> list[tuple[int, str]]:
+    """Each operation of the run, in order, through the handlers: an operation that fails
+    keeps none of its writes, as a savepoint would. Raises when the run must not go on."""
+    store.read_ahead(conn, [key for op in run.operations for key in op.keys])
+    answers: list[tuple[int, str]] = []
+    for op in run.operations:
+        reply = invoke(table, conn, account, op.method, op.path, op.query, op.body,
+                       api_root=api_root)  # fmt: skip
+        if reply.status >= 500:
+            raise _LeaveRun  # an unexpected failure: let the plain path meet it
+        if is_success(reply.status):
+            store.commit_operation()
+        else:
+            store.drop_operation()
+        answers.append((reply.status, _encode(reply.body)))
     return answers
 
 
