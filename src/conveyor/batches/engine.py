@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
 from conveyor.batches.executor import run_group
 from conveyor.batches.group_hooks import GroupHooks, NoHooks
+from conveyor.batches.prepared import GroupPreparer, PreparedGroup
 from conveyor.batches.render import render_batch
+from conveyor.domain.accounts import Account
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
 from conveyor.domain.chunking import next_group_size
 from conveyor.domain.states import BatchStatus
@@ -46,10 +49,15 @@ class BatchEngine:
     webhook_store: WebhookStore
     idempotency_keys: IdempotencyStore
     hooks: GroupHooks = field(default_factory=NoHooks)
+    # Helper processes that answer groups outside the writer (SQLite; batches/prepared.py).
+    preparer: GroupPreparer | None = None
     # The group size each batch's last group settled on (`next_group_size`), so a work step
     # after a time slice does not start again with a group that holds the writer too long.
     # A hint only, in this process: a missing entry starts at `group_size`.
     _group_sizes: dict[str, int] = field(default_factory=dict, repr=False)
+    # The next group of a chunk, being prepared while the writer writes the one before it;
+    # kept across work steps, so the step that resumes the chunk finds it.
+    _ahead: dict[tuple[str, int], _Ahead] = field(default_factory=dict, repr=False)
 
     # --- preprocess ----------------------------------------------------------------------
 
@@ -96,7 +104,7 @@ class BatchEngine:
                     # the next claim resumes it from its cursor (where this group starts).
                     self._release(claim)
                     return [FollowUp(Step.WORK, batch_id)]
-                stop = min(start + size, claim.stop_seq)
+                stop, prepared = self._next_group(account, batch.api_root, claim, start, size)
                 with self.database.writer.connect() as conn:
                     transaction = conn.begin()
                     # Timed from here: on SQLite, BEGIN IMMEDIATE above waited for the lock.
@@ -106,7 +114,7 @@ class BatchEngine:
                             conn, store, self.routes, account, claim, start, stop,
                             api_root=batch.api_root, page_size=settings.page_size,
                             lease_seconds=settings.lease_seconds, hooks=self.hooks,
-                            max_result_bytes=settings.max_result_bytes,
+                            max_result_bytes=settings.max_result_bytes, prepared=prepared,
                         )  # fmt: skip
                     except BatchNotRunning:
                         # Canceled (or deleted) while this group ran: none of it happened.
@@ -147,6 +155,32 @@ class BatchEngine:
             if self._has_more(batch_id)
             else (self._after_chunk(batch_id))
         )
+
+    def _next_group(
+        self, account: Account, api_root: str, claim: Claim, start: int, size: int
+    ) -> tuple[int, PreparedGroup | None]:
+        """Where the group at `start` stops, and the group prepared by a helper if one could;
+        the group after it goes to a helper meanwhile, to be ready when the writer is."""
+        preparer = self.preparer
+        if preparer is None or self.hooks.intercepts(account):
+            return min(start + size, claim.stop_seq), None
+        key = (claim.batch_id, claim.seq)
+        ahead = self._ahead.pop(key, None)
+        if ahead is None or ahead.start != start:
+            # Nothing ahead: this group goes to a helper now, which still frees this
+            # process's interpreter for the other worker threads while it is answered.
+            stop = min(start + size, claim.stop_seq)
+            ahead = _Ahead(
+                start, stop, preparer.prepare(account, api_root, claim.batch_id, start, stop)
+            )
+        if ahead.stop < claim.stop_seq:
+            after = min(ahead.stop + size, claim.stop_seq)
+            future = preparer.prepare(account, api_root, claim.batch_id, ahead.stop, after)
+            if future is not None:
+                if len(self._ahead) > 1_000:
+                    self._ahead.clear()  # chunks long finished or taken over
+                self._ahead[key] = _Ahead(ahead.stop, after, future)
+        return ahead.stop, preparer.result(ahead.future)
 
     def _release(self, claim: Claim) -> None:
         try:
@@ -338,6 +372,13 @@ class BatchEngine:
             else:
                 self.cleanup(batch_id)
         return len(pending)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    start: int
+    stop: int
+    future: Future[PreparedGroup | None] | None
 
 
 def _records(rows: Iterator[tuple[int, str | None, str]]) -> Iterator[ResultRecord]:

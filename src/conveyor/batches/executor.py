@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import Connection
 
 from conveyor.batches.group_hooks import GroupHooks, NoHooks, RanOperation
+from conveyor.batches.prepared import PreparedGroup, apply_prepared_group, operation_params
 from conveyor.batches.runs import Run, execute_run, plan_runs, run_candidate
 from conveyor.domain import problems
 from conveyor.domain.accounts import Account
@@ -145,8 +146,11 @@ def run_group(
     lease_seconds: float,
     hooks: GroupHooks | None = None,
     max_result_bytes: int | None = None,
+    prepared: PreparedGroup | None = None,
 ) -> GroupOutcome:
-    """Run operations [start, stop) of a claimed chunk inside the caller's transaction.
+    """Run operations [start, stop) of a claimed chunk inside the caller's transaction;
+    `prepared`, if given, holds them answered already (batches/prepared.py), to be written
+    unless what they were decided from has changed.
 
     The caller commits when `committed` is true and rolls back otherwise (the claim was lost).
     """
@@ -155,10 +159,18 @@ def run_group(
     hooks = hooks or NoHooks()
     intercepts = hooks.intercepts(account)
     operations = store.load_operations(conn, claim.batch_id, start, stop)
-    parsed = [orjson.loads(op.params) if op.params else {} for op in operations]
+    parsed = [operation_params(op) for op in operations]
     sink = _ResultSink(conn, store, claim.batch_id, max_result_bytes)
+    answered = None
+    if prepared is not None and not intercepts and prepared[:3] == (claim.batch_id, start, stop):
+        answered = apply_prepared_group(conn, routes, account, prepared)
     plan: Iterable[Run | int] = range(len(operations))
-    if not intercepts:
+    if answered is not None:
+        # Runs cover their group, an answer for each operation (prepared.prepare_group).
+        for op, params, (status, body) in zip(operations, parsed, answered, strict=True):
+            sink.take(op, params, [OperationResult(status, body)])
+        plan = ()
+    elif not intercepts:
         # Runs of member operations go set-wise (batches/runs.py); a hook that must see
         # every operation keeps them all on the one-at-a-time path.
         candidates = [

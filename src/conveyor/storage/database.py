@@ -102,6 +102,14 @@ def open_database(url: str, *, pool_size: int = 16) -> Database:
     return Database(url=url, writer=engine, reader=engine)
 
 
+def open_read_only(url: str) -> Database:
+    """A SQLite database this process only reads (query_only): for a helper process that
+    answers from snapshots while the server's process writes."""
+    url = normalize_url(url)
+    reader = _sqlite_engine(url, begin="BEGIN", pool_size=1, query_only=True)
+    return Database(url=url, writer=reader, reader=reader)
+
+
 def _sqlite_file(url: str) -> str | None:
     """The database file a SQLite URL names, or None for an in-memory database."""
     parsed = make_url(url)
@@ -198,7 +206,12 @@ class _QueuedConnection(sqlite3.Connection):
 
 
 def _sqlite_engine(
-    url: str, *, begin: str, pool_size: int, checkpointer: WalCheckpointer | None = None
+    url: str,
+    *,
+    begin: str,
+    pool_size: int,
+    checkpointer: WalCheckpointer | None = None,
+    query_only: bool = False,
 ) -> Engine:
     queue = WriterQueue() if begin == "BEGIN IMMEDIATE" else None
     engine = create_engine(
@@ -230,6 +243,8 @@ def _sqlite_engine(
             cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_AUTOCHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        if query_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
