@@ -63,6 +63,12 @@ class BatchSettings(_Section):
     chunk_size: Positive = 2_500
     group_size: Positive = 500
     worker_threads: Positive = 2
+    # SQLite: helper processes that answer groups of member operations on snapshots while
+    # the server's process writes (docs/architecture.md decision 21). Unset: one fewer than
+    # the machine's cores (the server's process keeps one); 0 turns them off. Groups smaller
+    # than `prepare_min_operations` are not worth the trip.
+    prepare_processes: Annotated[int, Field(ge=0)] | None = None
+    prepare_min_operations: Positive = 100
     # A work step runs groups for at most this long, then re-queues behind other batches;
     # on SQLite a group sizes itself to hold the write lock about `group_hold_seconds`
     # (fairness, docs/architecture.md decision 20; on PostgreSQL nobody waits for a group).

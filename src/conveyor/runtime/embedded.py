@@ -11,6 +11,7 @@ from dramatiq.middleware import Middleware
 
 from conveyor.runtime.actors import Dispatcher, declare_actors
 from conveyor.runtime.broker import QUEUE, WEBHOOK_QUEUE, create_broker
+from conveyor.runtime.group_helpers import GroupHelpers, group_helpers_for
 from conveyor.runtime.parts import RuntimeParts
 from conveyor.runtime.scheduler import Scheduler
 
@@ -29,6 +30,9 @@ class EmbeddedRuntime:
     worker: dramatiq.Worker
     webhook_worker: dramatiq.Worker
     scheduler: Scheduler
+    # Processes that answer groups beside the writer (SQLite; docs/architecture.md
+    # decision 21), started on the first large group.
+    helpers: GroupHelpers | None = None
 
     def start(self) -> None:
         engine = self.services.engine
@@ -75,10 +79,14 @@ class EmbeddedRuntime:
         self.webhook_worker.stop()
         self.broker.close()
         self.webhook_broker.close()
+        if self.helpers is not None:
+            self.helpers.close()
 
 
 def embedded_runtime(services: RuntimeParts) -> EmbeddedRuntime:
     settings = services.settings.batches
+    helpers = group_helpers_for(services)
+    services.engine.preparer = helpers
     broker, webhook_broker = create_broker(None), create_broker(None)
     dispatcher = declare_actors(
         broker, services.engine, services.webhooks, webhook_broker=webhook_broker
@@ -100,5 +108,5 @@ def embedded_runtime(services: RuntimeParts) -> EmbeddedRuntime:
         idle_seconds=settings.sweep_idle_seconds,
     )
     return EmbeddedRuntime(
-        services, broker, webhook_broker, dispatcher, worker, webhook_worker, scheduler
+        services, broker, webhook_broker, dispatcher, worker, webhook_worker, scheduler, helpers
     )

@@ -6,7 +6,9 @@ from typing import Protocol
 
 from conveyor.batches.engine import BatchEngine
 from conveyor.batches.webhooks import WebhookService
+from conveyor.domain.clock import Clock
 from conveyor.settings import Settings
+from conveyor.storage.database import Database
 
 
 class RuntimeParts(Protocol):
@@ -16,3 +18,7 @@ class RuntimeParts(Protocol):
     def engine(self) -> BatchEngine: ...
     @property
     def webhooks(self) -> WebhookService: ...
+    @property
+    def database(self) -> Database: ...
+    @property
+    def clock(self) -> Clock: ...

@@ -1,0 +1,68 @@
+"""The server's helper processes (runtime/group_helpers.py) run its batches and go with it."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.conftest import StartServer
+from tests.e2e.server import ServerProcess
+from tests.e2e.test_server_process import create_list
+
+pytestmark = pytest.mark.e2e
+
+
+def _helpers(server: ServerProcess) -> list[psutil.Process]:
+    children = psutil.Process(server.pid).children(recursive=True)
+    return [child for child in children if "multiprocessing.spawn" in " ".join(child.cmdline())]
+
+
+def _run_batch(server: ServerProcess, count: int, prefix: str) -> dict[str, object]:
+    auth = ("x", server.key)
+    with httpx.Client(base_url=server.api_url, auth=auth, timeout=60) as client:
+        create_list(server)
+        list_id = client.get("/lists").json()["lists"][0]["id"]
+        operations = [
+            {
+                "method": "POST",
+                "path": f"/lists/{list_id}/members",
+                "body": f'{{"email_address": "{prefix}{i}@example.org", "status": "subscribed"}}',
+            }
+            for i in range(count)
+        ]
+        batch = client.post("/batches", json={"operations": operations}).json()
+        deadline = time.monotonic() + 120
+        while batch["status"] != "finished":
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.05)
+            batch = client.get(f"/batches/{batch['id']}").json()
+        return dict(batch)
+
+
+def test_helpers_start_for_large_groups_and_leave_with_a_killed_server(
+    start_server: StartServer,
+) -> None:
+    server = start_server(
+        env={"CONVEYOR_BATCH_PREPARE_PROCESSES": "1", "CONVEYOR_BATCH_PREPARE_MIN_OPERATIONS": "50"}
+    )
+    assert _helpers(server) == [], "helpers start on the first large group, not before"
+    first = _run_batch(server, 300, "first")
+    assert first["errored_operations"] == 0
+    helpers = _helpers(server)
+    assert len(helpers) == 1
+    deadline = time.monotonic() + 60
+    while "1 group helper process(es) ready" not in server.stderr_text():
+        assert time.monotonic() < deadline, "the helper never got ready"
+        time.sleep(0.05)
+    # Once ready, the helper prepares the next batch's groups (its CPU time shows it).
+    cpu_before = sum(helpers[0].cpu_times()[:2])
+    second = _run_batch(server, 1_000, "second")
+    assert (second["finished_operations"], second["errored_operations"]) == (1_000, 0)
+    assert sum(helpers[0].cpu_times()[:2]) - cpu_before > 0.01
+
+    server.kill()
+    _gone, alive = psutil.wait_procs(helpers, timeout=10)
+    assert alive == [], "a helper outlived its server"
