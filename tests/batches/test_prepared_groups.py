@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -183,3 +184,30 @@ def test_helper_processes_prepare_a_batch_as_the_writer_runs_it(
         helpers.close()
     assert helpers.prepared > 0
     assert helped == plain
+
+
+def _spawned_children() -> list[psutil.Process]:
+    children = psutil.Process().children(recursive=True)
+    return [child for child in children if "multiprocessing.spawn" in " ".join(child.cmdline())]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_killed_helper_costs_only_its_groups_trip(api: ApiUser, services: Services) -> None:
+    """A helper killed outright (the OOM killer, say): the batch runs the plain way, with
+    the same results, and the helpers are started again for the groups after it."""
+    helpers = GroupHelpers(services.database.url, 1, min_operations=1)
+    try:
+        assert helpers.warm_up(timeout=60)
+        lists = [seed_list(api) for _ in range(3)]
+        plain = _answers(services, api, lists[0])
+        services.__dict__["engine"] = dataclasses.replace(services.engine, preparer=helpers)
+        (helper,) = _spawned_children()
+        helper.kill()
+        helper.wait(timeout=10)
+        assert _answers(services, api, lists[1]) == plain
+        assert helpers.warm_up(timeout=60), "the helpers were not started again"
+        prepared = helpers.prepared
+        assert _answers(services, api, lists[2]) == plain
+        assert helpers.prepared > prepared
+    finally:
+        helpers.close()

@@ -45,10 +45,13 @@ def _run_batch(server: ServerProcess, count: int, prefix: str) -> dict[str, obje
 def test_helpers_start_for_large_groups_and_leave_with_a_killed_server(
     start_server: StartServer,
 ) -> None:
-    server = start_server(
-        env={"CONVEYOR_BATCH_PREPARE_PROCESSES": "1", "CONVEYOR_BATCH_PREPARE_MIN_OPERATIONS": "50"}
-    )
-    assert _helpers(server) == [], "helpers start on the first large group, not before"
+    env = {
+        "CONVEYOR_BATCH_PREPARE_PROCESSES": "1",
+        "CONVEYOR_BATCH_PREPARE_MIN_OPERATIONS": "50",
+        "CONVEYOR_BATCH_GROUP_SIZE": "100",
+    }
+    server = start_server(env=env)
+    assert _helpers(server) == [], "helpers start for the first group to prepare, not before"
     first = _run_batch(server, 300, "first")
     assert first["errored_operations"] == 0
     helpers = _helpers(server)

@@ -159,28 +159,27 @@ class BatchEngine:
     def _next_group(
         self, account: Account, api_root: str, claim: Claim, start: int, size: int
     ) -> tuple[int, PreparedGroup | None]:
-        """Where the group at `start` stops, and the group prepared by a helper if one could;
+        """Where the group at `start` stops, and the group as a helper prepared it, if one did;
         the group after it goes to a helper meanwhile, to be ready when the writer is."""
         preparer = self.preparer
         if preparer is None or self.hooks.intercepts(account):
             return min(start + size, claim.stop_seq), None
         key = (claim.batch_id, claim.seq)
         ahead = self._ahead.pop(key, None)
-        if ahead is None or ahead.start != start:
-            # Nothing ahead: this group goes to a helper now, which still frees this
-            # process's interpreter for the other worker threads while it is answered.
-            stop = min(start + size, claim.stop_seq)
-            ahead = _Ahead(
-                start, stop, preparer.prepare(account, api_root, claim.batch_id, start, stop)
-            )
-        if ahead.stop < claim.stop_seq:
-            after = min(ahead.stop + size, claim.stop_seq)
-            future = preparer.prepare(account, api_root, claim.batch_id, ahead.stop, after)
-            if future is not None:
+        if ahead is not None and ahead.start == start:
+            stop, future = ahead.stop, ahead.future
+        else:
+            # Nothing prepared for this group (a chunk's first): the writer runs it itself,
+            # and a helper prepares the next one meanwhile, rather than both taking turns.
+            stop, future = min(start + size, claim.stop_seq), None
+        if stop < claim.stop_seq:
+            after = min(stop + size, claim.stop_seq)
+            upcoming = preparer.prepare(account, api_root, claim.batch_id, stop, after)
+            if upcoming is not None:
                 if len(self._ahead) > 1_000:
                     self._ahead.clear()  # chunks long finished or taken over
-                self._ahead[key] = _Ahead(ahead.stop, after, future)
-        return ahead.stop, preparer.result(ahead.future)
+                self._ahead[key] = _Ahead(stop, after, upcoming)
+        return stop, preparer.result(future)
 
     def _release(self, claim: Claim) -> None:
         try:
@@ -378,7 +377,7 @@ class BatchEngine:
 class _Ahead:
     start: int
     stop: int
-    future: Future[PreparedGroup | None] | None
+    future: Future[PreparedGroup | None]
 
 
 def _records(rows: Iterator[tuple[int, str | None, str]]) -> Iterator[ResultRecord]:
