@@ -104,7 +104,9 @@ class BatchEngine:
                     # the next claim resumes it from its cursor (where this group starts).
                     self._release(claim)
                     return [FollowUp(Step.WORK, batch_id)]
-                stop, prepared = self._next_group(account, batch.api_root, claim, start, size)
+                stop, prepared = self._next_group(
+                    account, batch.api_root, claim, start, size, batch.total_operations
+                )
                 with self.database.writer.connect() as conn:
                     transaction = conn.begin()
                     # Timed from here: on SQLite, BEGIN IMMEDIATE above waited for the lock.
@@ -157,7 +159,7 @@ class BatchEngine:
         )
 
     def _next_group(
-        self, account: Account, api_root: str, claim: Claim, start: int, size: int
+        self, account: Account, api_root: str, claim: Claim, start: int, size: int, total: int
     ) -> tuple[int, PreparedGroup | None]:
         """Where the group at `start` stops, and the group as a helper prepared it, if one did;
         the group after it goes to a helper meanwhile, to be ready when the writer is."""
@@ -166,12 +168,19 @@ class BatchEngine:
             return min(start + size, claim.stop_seq), None
         key = (claim.batch_id, claim.seq)
         ahead = self._ahead.pop(key, None)
+        future: Future[PreparedGroup | None] | None
         if ahead is not None and ahead.start == start:
             stop, future = ahead.stop, ahead.future
         else:
-            # Nothing prepared for this group (a chunk's first): the writer runs it itself,
-            # and a helper prepares the next one meanwhile, rather than both taking turns.
-            stop, future = min(start + size, claim.stop_seq), None
+            # Nothing prepared for this group (a chunk's first). A batch of one chunk is
+            # quickest with the writer running it itself while a helper prepares the next
+            # group, rather than both taking turns; beside other chunks' work, a helper
+            # prepares it while this process writes theirs.
+            stop = min(start + size, claim.stop_seq)
+            alone = start == 0 and claim.stop_seq >= total
+            future = (
+                None if alone else preparer.prepare(account, api_root, claim.batch_id, start, stop)
+            )
         if stop < claim.stop_seq:
             after = min(stop + size, claim.stop_seq)
             upcoming = preparer.prepare(account, api_root, claim.batch_id, stop, after)
