@@ -211,3 +211,28 @@ def test_a_killed_helper_costs_only_its_groups_trip(api: ApiUser, services: Serv
         assert helpers.prepared > prepared
     finally:
         helpers.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_helper_plans_a_batchs_chunks_as_the_server_would(
+    api: ApiUser, services: Services
+) -> None:
+    """Members with operations far apart hold the cuts back (decision 19): the same chunks."""
+    helpers = GroupHelpers(services.database.url, 1, min_operations=1)
+    try:
+        assert helpers.warm_up(timeout=60)
+        members = f"/lists/{seed_list(api)}/members"
+        operations: list[dict[str, Any]] = []
+        for i in range(60):
+            body = orjson.dumps({"email_address": f"p{i}@example.org", "status": "subscribed"})
+            operations.append({"method": "POST", "path": members, "body": body.decode()})
+            if i % 7 == 3:  # a member's second operation: no cut between the two
+                again = {"method": "PATCH", "path": f"{members}/p{i}@example.org", "body": "{}"}
+                operations.append(again)
+        batch = submit(api.client, operations)
+        with services.database.read() as conn:
+            here = services.batch_store.plan(conn, batch["id"], 20)
+        assert len(here) > 1
+        assert helpers.plan(batch["id"], 20) == here
+    finally:
+        helpers.close()

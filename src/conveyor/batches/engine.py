@@ -15,7 +15,7 @@ from conveyor.batches.prepared import GroupPreparer, PreparedGroup
 from conveyor.batches.render import render_batch
 from conveyor.domain.accounts import Account
 from conveyor.domain.archive import ResultRecord, archive_name, write_archive
-from conveyor.domain.chunking import next_group_size
+from conveyor.domain.chunking import ChunkRange, next_group_size
 from conveyor.domain.states import BatchStatus
 from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
 from conveyor.domain.webhook_payload import CompletedBatch
@@ -67,9 +67,11 @@ class BatchEngine:
         with self.database.write() as conn:
             store.move(conn, batch_id, BatchStatus.PENDING, BatchStatus.PREPROCESSING)
         chunk_size = self.settings.chunk_size
-        with self.database.read() as conn:
-            # Outside the writer: reading a big batch's operations takes seconds.
-            planned = store.plan(conn, batch_id, chunk_size)
+        planned = self._plan_elsewhere(batch_id, chunk_size)
+        if planned is None:
+            with self.database.read() as conn:
+                # Outside the writer: reading a big batch's operations takes seconds.
+                planned = store.plan(conn, batch_id, chunk_size)
         with self.database.write() as conn:
             chunks = store.plan_and_start(conn, batch_id, chunk_size, planned)
             batch = store.get(conn, batch_id)
@@ -81,6 +83,17 @@ class BatchEngine:
         # so a small batch is never stuck behind all of a large one (fairness).
         parallel = max(1, min(chunks, self.settings.worker_threads))
         return [FollowUp(Step.WORK, batch_id)] * parallel
+
+    def _plan_elsewhere(self, batch_id: str, chunk_size: int) -> list[ChunkRange] | None:
+        """A large batch's chunks as a helper planned them: reading a million operations
+        takes seconds of this process's interpreter, which serves the API meanwhile."""
+        if self.preparer is None:
+            return None
+        with self.database.read() as conn:
+            batch = self.store.get(conn, batch_id)
+        if batch is None or batch.total_operations <= chunk_size:
+            return None  # one chunk: nothing to read
+        return self.preparer.plan(batch_id, chunk_size)
 
     # --- work ----------------------------------------------------------------------------
 

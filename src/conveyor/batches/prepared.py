@@ -32,6 +32,7 @@ from conveyor.batches.runs import (
 )
 from conveyor.domain.accounts import Account
 from conveyor.domain.audience import ListContext
+from conveyor.domain.chunking import ChunkRange
 from conveyor.marketing.routing import RouteTable
 from conveyor.storage.batches import BatchStore, StoredOperation
 from conveyor.storage.raw_sql import RawSavepoint
@@ -131,7 +132,8 @@ class PreparedGroup(NamedTuple):
 
 
 class GroupPreparer(Protocol):
-    """Prepares groups elsewhere (runtime/group_helpers.py: in helper processes)."""
+    """Prepares groups, and plans large batches' chunks, elsewhere (runtime/group_helpers.py:
+    in helper processes)."""
 
     def prepare(
         self, account: Account, api_root: str, batch_id: str, start: int, stop: int
@@ -140,6 +142,9 @@ class GroupPreparer(Protocol):
 
     def result(self, future: Future[PreparedGroup | None] | None) -> PreparedGroup | None:
         """What was prepared, or None (the group then runs the plain way)."""
+
+    def plan(self, batch_id: str, chunk_size: int) -> list[ChunkRange] | None:
+        """The batch's chunks (`BatchStore.plan`) planned elsewhere, or None."""
 
 
 def operation_params(operation: StoredOperation) -> dict[str, str]:

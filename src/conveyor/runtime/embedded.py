@@ -31,7 +31,7 @@ class EmbeddedRuntime:
     webhook_worker: dramatiq.Worker
     scheduler: Scheduler
     # Processes that answer groups beside the writer (SQLite; docs/architecture.md
-    # decision 21), started on the first large group.
+    # decision 21), started with the runtime.
     helpers: GroupHelpers | None = None
 
     def start(self) -> None:
@@ -49,6 +49,10 @@ class EmbeddedRuntime:
                 released,
                 orphaned,
             )
+        if self.helpers is not None:
+            # In the background: the server answers at once, and the helpers are ready for
+            # the first large batch a second or so later.
+            self.helpers.warm_up()
         self.worker.start()
         self.webhook_worker.start()
         self.scheduler.tick(idle_seconds=0)

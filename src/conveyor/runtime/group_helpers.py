@@ -2,8 +2,8 @@
 
 The server's process keeps the writer; each helper opens the SQLite file read-only and
 answers groups from snapshots. A helper holds no state worth keeping: if one dies, the pool
-is built again and the group runs the plain way meanwhile. The pool starts on first use and
-answers nothing until its processes are up, so no group ever waits for a process to start.
+is built again and the group runs the plain way meanwhile. The pool answers nothing until its
+processes are up, so no group ever waits for a process to start.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from conveyor.batches.prepared import PreparedGroup, prepare_group
 from conveyor.domain.accounts import Account
+from conveyor.domain.chunking import ChunkRange
 from conveyor.domain.clock import SystemClock
 from conveyor.marketing.routing import RouteTable
 from conveyor.marketing.table import marketing_routes
@@ -101,6 +102,21 @@ class GroupHelpers:
         if prepared is not None:
             self.prepared += 1
         return prepared
+
+    def plan(self, batch_id: str, chunk_size: int) -> list[ChunkRange] | None:
+        """The batch's chunks as a helper planned them; None when none is ready or it
+        failed (the caller plans them itself)."""
+        pool = self._ready_pool()
+        if pool is None:
+            return None
+        try:
+            return pool.submit(_plan, batch_id, chunk_size).result()
+        except BrokenProcessPool:
+            self._discard(pool)
+            return None
+        except Exception:
+            log.exception("planning a batch's chunks in a helper failed; planning them here")
+            return None
 
     def warm_up(self, timeout: float | None = None) -> bool:
         """Start the helpers now rather than on the first large group; True once they are
@@ -189,6 +205,12 @@ def _exit_with(parent_pid: int) -> None:
 
 def _ping() -> None:
     return None
+
+
+def _plan(batch_id: str, chunk_size: int) -> list[ChunkRange]:
+    assert _parts is not None
+    with _parts.database.snapshot() as conn:
+        return _parts.store.plan(conn, batch_id, chunk_size)
 
 
 def _prepare(
