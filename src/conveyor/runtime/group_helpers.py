@@ -65,7 +65,7 @@ class GroupHelpers:
         self._ready: list[Future[None]] = []
         self._closed = False
         self._announced = False
-        # Groups a helper answered (the writer may still find one stale): for tests and logs.
+        # Groups a helper answered (the writer may still find one stale), for tests.
         self.prepared = 0
 
     def prepare(
