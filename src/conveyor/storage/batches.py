@@ -176,6 +176,13 @@ _ADVANCE_CHUNK = (
     )
 )
 
+# A finished batch's results in submission order, for its archive.
+_RESULTS_IN_ORDER = RawStatement(
+    select(batch_results.c.status_code, batch_results.c.operation_id, batch_results.c.response)
+    .where(batch_results.c.batch_id == bindparam("batch_id"))
+    .order_by(batch_results.c.seq, batch_results.c.page)
+)
+
 _LOAD_OPERATIONS = RawStatement(
     select(
         batch_operations.c.seq,
@@ -659,6 +666,18 @@ class BatchStore:
         self, conn: Connection, batch_id: str
     ) -> Iterator[tuple[int, str | None, str]]:
         """(status code, operation id, response) in submission order, streamed."""
+        if conn.dialect.name == "sqlite":
+            # sqlite3 steps its cursor as rows are fetched, so this streams too, without
+            # SQLAlchemy's ~10 µs per row: that was most of writing a 1M batch's archive.
+            # (psycopg's plain cursor would load every row at once: PostgreSQL keeps the
+            # server-side cursor below.)
+            cursor = _RESULTS_IN_ORDER.execute(conn, {"batch_id": batch_id})
+            try:
+                while rows := cursor.fetchmany(500):
+                    yield from rows
+            finally:
+                cursor.close()
+            return
         result = conn.execution_options(yield_per=2_000).execute(
             select(
                 batch_results.c.status_code,
