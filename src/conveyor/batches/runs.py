@@ -320,11 +320,12 @@ class RunMemberStore(MemberStore):
             return super().tag_id(conn, list_pk, name)
         found = self._tags.get(name)
         if found is None:
-            # Tags go only with their list, which the writer checks: a tag found stays so.
-            found = self._find_tag(conn, list_pk, name) if self.detached else None
-            if found is None:
-                if self.detached:
+            if self.detached:
+                # Tags go only with their list, which the writer checks: one found stays.
+                found = self._find_tag(conn, list_pk, name)
+                if found is None:
                     raise _LeaveRun  # creating it is a write
+            else:
                 found = super().tag_id(conn, list_pk, name)
             self._tags[name] = found
         return found
