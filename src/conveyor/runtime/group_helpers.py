@@ -17,6 +17,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from conveyor.batches.prepared import PreparedGroup, prepare_group
 from conveyor.domain.accounts import Account
@@ -63,6 +64,9 @@ class GroupHelpers:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._ready: list[Future[None]] = []
+        # The pool each group went to, while its future lives.
+        self._pool_of: WeakKeyDictionary[Future[PreparedGroup | None], ProcessPoolExecutor]
+        self._pool_of = WeakKeyDictionary()
         self._closed = False
         self._announced = False
         # Groups a helper answered (the writer may still find one stale), for tests.
@@ -78,10 +82,12 @@ class GroupHelpers:
         if pool is None:
             return None
         try:
-            return pool.submit(_prepare, account, api_root, batch_id, start, stop)
+            future = pool.submit(_prepare, account, api_root, batch_id, start, stop)
         except (BrokenProcessPool, RuntimeError):
             self._discard(pool)
             return None
+        self._pool_of[future] = pool
+        return future
 
     def result(self, future: Future[PreparedGroup | None] | None) -> PreparedGroup | None:
         """What a helper prepared; None if it could not (the group then runs the plain way)."""
@@ -91,10 +97,9 @@ class GroupHelpers:
             prepared = future.result()
         except BrokenProcessPool:
             log.warning("a group-preparing process died; starting the helpers again")
-            with self._lock:
-                pool = self._pool
+            pool = self._pool_of.get(future)
             if pool is not None:
-                self._discard(pool)
+                self._discard(pool)  # that pool only: a newer one may be up already
             return None
         except Exception:
             log.exception("preparing a group failed; running it in the writer's process")
