@@ -346,7 +346,7 @@ def kill_workers_while_running(
 ) -> ChaosRun:
     """SIGKILL worker process groups (and the scheduler) at random moments of a running batch.
 
-    A victim is a worker that has been up for a random while (0.3-2 s: a worker still
+    A victim is a worker that has been up for a random while (0.3-1.5 s: a worker still
     booting has no work to lose); it is restarted at once without waiting, so both workers
     may be down together for a while. The scheduler dies right after a randomly chosen
     worker kill. Status reads alternate between the API processes. Returns when every kill
@@ -357,7 +357,7 @@ def kill_workers_while_running(
     started = time.monotonic()
     deadline = started + timeout
     up_since: dict[str, float] = {}
-    uptime = rng.uniform(0.3, 2.0)
+    uptime = rng.uniform(0.3, 1.5)
     killed = 0
     while killed < worker_kills:
         if time.monotonic() > deadline:
@@ -380,7 +380,7 @@ def kill_workers_while_running(
         run.kills.append(Kill(victim.name, at, batch["status"], batch["finished_operations"]))
         victim.start(wait=False)
         del up_since[victim.name]
-        uptime = rng.uniform(0.3, 2.0)
+        uptime = rng.uniform(0.3, 1.5)
         if killed in scheduler_after:
             deployment.scheduler.kill()
             run.kills.append(Kill("scheduler", at, batch["status"], batch["finished_operations"]))
@@ -768,8 +768,8 @@ def test_worker_kills_on_rabbitmq(
 ) -> None:
     chaos_batch(
         rabbitmq_deployment,
-        total=30_000,
-        old_members=5_000,
+        total=60_000,
+        old_members=10_000,
         scheduler_kills=0,
         finish_timeout=240,
         record_property=record_property,
