@@ -11,8 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from conveyor.domain import archive
 from conveyor.domain.archive import (
+    FILE_BUFFER_BYTES,
     InvalidArchive,
     ResultRecord,
     archive_name,
@@ -201,6 +205,11 @@ def _traced_peak_during(action: Callable[[], object]) -> int:
         tracemalloc.stop()
 
 
+# The writer's buffer (2 MiB: to build a file, then to read its spool back), one result
+# and what the gzip stream holds.
+_WRITER_BOUND = FILE_BUFFER_BYTES + 1024 * 1024
+
+
 def test_writer_buffers_one_file_at_a_time(tmp_path: Path) -> None:
     # ~6.5 MB of JSON in files of ~130 kB each; tracing is slow, so this one is smaller.
     path = tmp_path / "w.tar.gz"
@@ -208,20 +217,22 @@ def test_writer_buffers_one_file_at_a_time(tmp_path: Path) -> None:
         peak = _traced_peak_during(
             lambda: write_archive(_many(50_000), out, results_per_file=1_000)
         )
-    assert peak < 2 * 1024 * 1024, peak
+    assert peak < _WRITER_BOUND, peak
 
 
-def test_writer_holds_no_file_in_memory(tmp_path: Path) -> None:
-    # Files of ~4 MB (1,000 results of ~4 kB, like a member's answer): each is spooled to
-    # disk, so the writer holds less than one of them (the spool's 1 MiB buffer, one result).
+@pytest.mark.parametrize("results_per_file", [1_000, 5_000])
+def test_writer_holds_no_file_in_memory(tmp_path: Path, results_per_file: int) -> None:
+    # Files of ~4 MB and ~20 MB (results of ~4 kB, like a member's answer): one that
+    # outgrows the writer's buffer is spooled to disk, so memory stays the same whatever
+    # the files' size.
     response = "x" * 4_000
-    records = [ResultRecord(200, f"op-{i}", response) for i in range(3_000)]
+    records = [ResultRecord(200, f"op-{i}", response) for i in range(10_000)]
     path = tmp_path / "w.tar.gz"
     with path.open("wb") as out:
         peak = _traced_peak_during(
-            lambda: write_archive(iter(records), out, results_per_file=1_000)
+            lambda: write_archive(iter(records), out, results_per_file=results_per_file)
         )
-    assert peak < 2 * 1024 * 1024, peak
+    assert peak < _WRITER_BOUND, peak
     with path.open("rb") as fileobj:
         assert list(iter_archive(fileobj)) == records
 
@@ -269,3 +280,71 @@ def test_large_round_trip_reads_with_flat_memory(tmp_path: Path) -> None:
     assert summary.errored == counts["errored"] == n // 10
     assert peak < 4 * 1024 * 1024, peak
     assert time.perf_counter() - started < 15
+
+
+def _tarfile_archive(
+    records: list[ResultRecord], results_per_file: int, max_file_bytes: int, mtime: int
+) -> bytes:
+    """The same archive by the standard library's tar writer: files filled in order, a new
+    one when the count is reached or the next result would take it past `max_file_bytes`."""
+    files: list[list[bytes]] = [[]]
+    for record in records:
+        encoded = orjson.dumps(
+            {"status_code": record.status_code, "operation_id": record.operation_id,
+             "response": record.response}
+        )  # fmt: skip
+        current = files[-1]
+        size = 1 + sum(len(piece) + 1 for piece in current)
+        if current and (
+            len(current) >= results_per_file or size + len(encoded) + 1 > max_file_bytes
+        ):
+            files.append(current := [])
+        current.append(encoded)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for index, pieces in enumerate(files):
+            data = b"[" + b",".join(pieces) + b"]"
+            info = tarfile.TarInfo(f"{hashlib.md5(str(index).encode()).hexdigest()}.json")
+            info.size, info.mtime, info.mode = len(data), mtime, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+_record = st.builds(
+    ResultRecord,
+    st.sampled_from([200, 204, 400, 404, 500]),
+    st.none() | st.text(max_size=8),
+    st.text(max_size=300),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(_record, max_size=40),
+    results_per_file=st.integers(1, 12),
+    max_file_bytes=st.integers(1, 2_000),
+    buffer_bytes=st.integers(1, 600),
+    spill_bytes=st.integers(1, 200),
+)
+def test_writer_gives_what_tarfile_gives(
+    records: list[ResultRecord],
+    results_per_file: int,
+    max_file_bytes: int,
+    buffer_bytes: int,
+    spill_bytes: int,
+) -> None:
+    # The writer's own tar framing and its buffer (shrunk here, so results spill to the
+    # spool, straddle its reads and outgrow the buffer) against tarfile's, byte for byte.
+    out = io.BytesIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(archive, "FILE_BUFFER_BYTES", buffer_bytes)
+        patch.setattr(archive, "_SPILL_BYTES", min(spill_bytes, buffer_bytes))
+        summary = write_archive(
+            records, out, results_per_file=results_per_file, max_file_bytes=max_file_bytes,
+            mtime=1_700_000_000,
+        )  # fmt: skip
+    expected = _tarfile_archive(records, results_per_file, max_file_bytes, 1_700_000_000)
+    assert gzip.decompress(out.getvalue()) == expected
+    assert summary.results == len(records)
+    assert summary.errored == sum(not 200 <= r.status_code <= 299 for r in records)
+    assert list(iter_archive(io.BytesIO(out.getvalue()))) == records

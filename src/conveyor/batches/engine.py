@@ -14,7 +14,7 @@ from conveyor.batches.group_hooks import GroupHooks, NoHooks
 from conveyor.batches.prepared import GroupPreparer, PreparedGroup
 from conveyor.batches.render import render_batch
 from conveyor.domain.accounts import Account
-from conveyor.domain.archive import ResultRecord, archive_name, write_archive
+from conveyor.domain.archive import ResultFields, archive_name, write_archive
 from conveyor.domain.chunking import ChunkRange, next_group_size
 from conveyor.domain.states import BatchStatus
 from conveyor.domain.steps import SWEEP_STEP, FollowUp, Step
@@ -243,7 +243,7 @@ class BatchEngine:
                 return []
             with self.blobs.writer(key) as out:
                 summary = write_archive(
-                    self._keep_alive(batch_id, _records(store.iter_results(conn, batch_id))),
+                    self._keep_alive(batch_id, store.iter_results(conn, batch_id)),
                     out,
                     results_per_file=self.settings.results_per_file,
                 )
@@ -278,7 +278,7 @@ class BatchEngine:
             self.store.rows_dropped(conn, batch_id)
         return []
 
-    def _keep_alive(self, batch_id: str, records: Iterator[ResultRecord]) -> Iterator[ResultRecord]:
+    def _keep_alive(self, batch_id: str, records: Iterator[ResultFields]) -> Iterator[ResultFields]:
         """Move the batch row while a long archive is written.
 
         The sweep takes a finalizing batch whose row has not moved for `sweep_idle_seconds`
@@ -400,8 +400,3 @@ class _Ahead:
     start: int
     stop: int
     future: Future[PreparedGroup | None]
-
-
-def _records(rows: Iterator[tuple[int, str | None, str]]) -> Iterator[ResultRecord]:
-    for status_code, operation_id, response in rows:
-        yield ResultRecord(status_code, operation_id, response)

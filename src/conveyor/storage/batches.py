@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from conveyor.domain.accounts import Account
+from conveyor.domain.archive import ResultFields
 from conveyor.domain.chunking import (
     NO_MEMBER,
     ChunkRange,
@@ -662,9 +663,7 @@ class BatchStore:
         if counted.rowcount != 1:
             raise BatchNotRunning(batch_id)
 
-    def iter_results(
-        self, conn: Connection, batch_id: str
-    ) -> Iterator[tuple[int, str | None, str]]:
+    def iter_results(self, conn: Connection, batch_id: str) -> Iterator[ResultFields]:
         """(status code, operation id, response) in submission order, streamed."""
         if conn.dialect.name == "sqlite":
             # sqlite3 steps its cursor as rows are fetched, so this streams too, without
@@ -688,7 +687,7 @@ class BatchStore:
             .order_by(batch_results.c.seq, batch_results.c.page)
         )
         for row in result:
-            yield cast(tuple[int, str | None, str], tuple(row))
+            yield cast(ResultFields, tuple(row))
 
     def status_of(self, conn: Connection, batch_id: str) -> BatchStatus | None:
         status = conn.execute(select(batches.c.status).where(batches.c.id == batch_id)).scalar()
