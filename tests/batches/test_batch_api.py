@@ -11,6 +11,7 @@ import pytest
 from conveyor.batches.engine import BatchEngine
 from conveyor.composition import Services
 from conveyor.domain.operations import Operation
+from conveyor.domain.steps import FollowUp
 from conveyor.runtime.embedded import EmbeddedRuntime
 from tests.batches.support import (
     BATCH_LIST_SCHEMA,
@@ -201,16 +202,16 @@ def test_delete_during_a_long_batch_stops_it(
     list_id = create_list(client)
     chunk_done = threading.Event()
     deleted = threading.Event()
-    has_more: Callable[[BatchEngine, str], bool] = BatchEngine._has_more
+    after_chunk: Callable[[BatchEngine, str, int], list[FollowUp]] = BatchEngine._after_chunk
 
-    def gated(self: BatchEngine, batch_id: str) -> bool:
+    def gated(self: BatchEngine, batch_id: str, workers: int = 1) -> list[FollowUp]:
         # Between chunks, outside any transaction: hold the workers until the DELETE is
         # answered, so the batch is caught in the middle whatever the machine's speed.
         chunk_done.set()
         deleted.wait(timeout=30)
-        return has_more(self, batch_id)
+        return after_chunk(self, batch_id, workers)
 
-    monkeypatch.setattr(BatchEngine, "_has_more", gated)
+    monkeypatch.setattr(BatchEngine, "_after_chunk", gated)
     operations = member_posts(list_id, 300)
     batch = submit(client, operations)
     assert chunk_done.wait(timeout=30)
