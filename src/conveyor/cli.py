@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -41,6 +44,17 @@ def with_database_options(func: Any) -> Any:
     return func
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread once uvicorn has shut down (it re-raises the
+    signal it caught): the command's `finally` blocks then stop the runtime, its helper
+    processes and the database before the process dies of the signal, as it would have.
+    With the default handler it died at once and none of them ran."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
 class _ConveyorGroup(click.Group):
     """The server commands are defined below; the client's (`batch`, `members`, `webhooks`,
     `lists`) are added on first need: importing them took ~0.4 s, too much of the second
@@ -54,6 +68,16 @@ class _ConveyorGroup(click.Group):
             from conveyor.client.cli import register
 
             register(self)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _Terminated:
+            # Everything has been stopped on the way here; now die of the signal, as a
+            # supervisor expects of a process it sent SIGTERM.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+            raise
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -240,6 +264,8 @@ def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
     )
     server = uvicorn.Server(config)
     tune_garbage_collector()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     server.run(sockets=[listener])
 
 

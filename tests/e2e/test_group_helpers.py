@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import httpx
@@ -18,6 +19,13 @@ pytestmark = pytest.mark.e2e
 def _helpers(server: ServerProcess) -> list[psutil.Process]:
     children = psutil.Process(server.pid).children(recursive=True)
     return [child for child in children if "multiprocessing.spawn" in " ".join(child.cmdline())]
+
+
+def _status(process: psutil.Process) -> str:
+    try:
+        return str(process.status())
+    except psutil.NoSuchProcess:
+        return psutil.STATUS_DEAD
 
 
 def _run_batch(server: ServerProcess, count: int, prefix: str) -> dict[str, object]:
@@ -68,3 +76,28 @@ def test_helpers_start_with_the_server_and_leave_with_it_killed(
     server.kill()
     _gone, alive = psutil.wait_procs(helpers, timeout=10)
     assert alive == [], "a helper outlived its server"
+
+
+def test_sigterm_stops_the_runtime_and_its_helpers_before_the_server_exits(
+    start_server: StartServer,
+) -> None:
+    # What a supervisor (systemd, Docker, Kubernetes) sends. uvicorn re-raises the signal
+    # once it has shut down; the runtime must still be stopped before the process dies.
+    server = start_server(env={"CONVEYOR_BATCH_PREPARE_PROCESSES": "1"})
+    deadline = time.monotonic() + 60
+    while "1 group helper process(es) ready" not in server.stderr_text():
+        assert time.monotonic() < deadline, "the helper never got ready"
+        time.sleep(0.05)
+    batch = _run_batch(server, 200, "before-term")
+    assert batch["finished_operations"] == 200
+    children = psutil.Process(server.pid).children(recursive=True)
+    assert children, "serve started no helper"
+
+    assert server.stop() == -signal.SIGTERM  # it still dies of the signal, as expected
+    # Stopped with the server, not left to notice their parent is gone (a process that has
+    # exited but that nobody has reaped yet, now that its parent is dead, counts as gone).
+    _gone, alive = psutil.wait_procs(children, timeout=1)
+    assert [p for p in alive if _status(p) != psutil.STATUS_ZOMBIE] == [], alive
+    log = server.stderr_text()
+    assert "Worker has been shut down" in log  # the runtime's workers were stopped
+    assert "leaked" not in log, log  # multiprocessing's resources were given back
