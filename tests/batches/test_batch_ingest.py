@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conveyor.composition import Services
 from conveyor.domain.clock import OffsetClock
@@ -198,6 +200,27 @@ def test_a_page_the_database_refuses_fails_the_upload_and_leaves_nothing(
     # The error itself, not wrapped in an exception group by the writer's task group.
     [failure] = [record for record in caplog.records if record.exc_info]
     assert failure.exc_info is not None and failure.exc_info[0] is RuntimeError
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(count=st.integers(0, 26))
+def test_every_operation_is_stored_in_order_whatever_the_pages(
+    api: ApiUser, services: Services, count: int
+) -> None:
+    """Full pages (4 operations here) are written as they arrive, the rest goes in with the
+    publish: all of them, once each, in submission order."""
+    operations = [
+        {"method": "GET", "path": "lists", "operation_id": f"op-{index}"} for index in range(count)
+    ]
+    batch = submit(api.client, operations)
+    assert batch["total_operations"] == count
+    with services.database.read() as conn:
+        stored = services.batch_store.load_operations(conn, batch["id"], 0, count + 10)
+    assert [op.operation_id for op in stored] == [f"op-{index}" for index in range(count)]
 
 
 # --- deep nesting and big values ---------------------------------------------------------------

@@ -134,9 +134,15 @@ class BatchService:
                 operation_id_chars=settings.max_operation_id_chars,
                 path_chars=settings.max_operation_path_chars,
             )
-            total = await self._store_pages(batch_id, _storable(parsed, limits))
+            stored = await self._store_pages(batch_id, _storable(parsed, limits))
+            total = stored.total
 
-            def publish(conn: Any) -> StoredKey | None:
+            def publish(conn: Any) -> StoredKey | BatchRow:
+                # The last page goes in with the publish, and the answer is read there too:
+                # a batch of one page (the seed's 1,000 adds) is then stored in one write
+                # after its reserve, instead of a write, a write and a read.
+                if stored.tail:
+                    self.store.insert_operations(conn, batch_id, stored.tail_seq, stored.tail)
                 if idempotency_key is not None:
                     holder = self.idempotency_keys.claim(
                         conn, account.pk, idempotency_key, digest.hexdigest(), batch_id
@@ -145,19 +151,21 @@ class BatchService:
                         return holder
                 if not self.store.publish(conn, batch_id, total):
                     raise UploadAbandoned(batch_id)
-                return None
+                batch = self.store.get(conn, batch_id, account.pk)
+                assert batch is not None
+                return batch
 
-            holder = await self._write(publish)
+            published = await self._write(publish)
         except BaseException:
             # Nothing half-stored survives: the batch was never visible, now it is gone.
             await self._discard(batch_id)
             raise
-        if holder is not None:
+        if isinstance(published, StoredKey):
             # Another request under the same key published first: its batch is the answer.
             await self._discard(batch_id)
-            return await self._replay(account, holder, digest.hexdigest())
+            return await self._replay(account, published, digest.hexdigest())
         log.info("batch %s accepted: %d operations", batch_id, total)
-        return Submission(await self._visible(account, batch_id))
+        return Submission(published)
 
     def _reserve(
         self, conn: Any, account: Account, api_root: str, *, retry_of: str | None = None
@@ -199,8 +207,11 @@ class BatchService:
         assert batch is not None
         return batch
 
-    async def _store_pages(self, batch_id: str, operations: AsyncIterator[list[Operation]]) -> int:
-        """Store the operations in pages of `ingest_page_size`; answers how many.
+    async def _store_pages(
+        self, batch_id: str, operations: AsyncIterator[list[Operation]]
+    ) -> _StoredPages:
+        """Store the operations in pages of `ingest_page_size`, but for the last one short of
+        a page, which is handed back for the publish's transaction to write.
 
         A page is written in a thread while the next one is parsed: the database releases
         the GIL while it writes, so parsing and storing overlap instead of taking turns. At
@@ -219,9 +230,6 @@ class BatchService:
                         await writer.start(tasks, batch_id, total, page[:page_size])
                         total += page_size
                         del page[:page_size]
-                if page:
-                    await writer.start(tasks, batch_id, total, page)
-                    total += len(page)
                 await writer.wait()
             except Exception as exc:
                 # Raised below, once the page being written is done (the caller then drops
@@ -229,7 +237,7 @@ class BatchService:
                 failure = exc
         if failure is not None:
             raise failure
-        return total
+        return _StoredPages(total + len(page), total, page)
 
     def _store_page(self, batch_id: str, first_seq: int, page: list[Operation]) -> None:
         with self.database.write() as conn:
@@ -416,6 +424,13 @@ async def _hashed(stream: AsyncIterator[bytes], digest: BodyDigest) -> AsyncIter
     async for chunk in stream:
         digest.update(chunk)
         yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredPages:
+    total: int  # operations in the body
+    tail_seq: int  # where the tail starts
+    tail: list[Operation]  # the last operations, short of a page: not stored yet
 
 
 class _PageWriter:
