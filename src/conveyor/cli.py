@@ -264,7 +264,11 @@ def _serve_http(app: Any, settings: Settings, listener: socket.socket) -> None:
     )
     server = uvicorn.Server(config)
     tune_garbage_collector()
-    if threading.current_thread() is threading.main_thread():
+    # Unless the command chose its own (`emulate` ends normally on a stop signal).
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
         signal.signal(signal.SIGTERM, _raise_terminated)
     server.run(sockets=[listener])
 
