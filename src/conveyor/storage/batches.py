@@ -177,12 +177,13 @@ _ADVANCE_CHUNK = (
     )
 )
 
-# A finished batch's results in submission order, for its archive.
-_RESULTS_IN_ORDER = RawStatement(
+# A finalizing batch's results in submission order, for its archive.
+_SELECT_RESULTS_IN_ORDER = (
     select(batch_results.c.status_code, batch_results.c.operation_id, batch_results.c.response)
     .where(batch_results.c.batch_id == bindparam("batch_id"))
     .order_by(batch_results.c.seq, batch_results.c.page)
 )
+_RESULTS_IN_ORDER = RawStatement(_SELECT_RESULTS_IN_ORDER)
 
 _LOAD_OPERATIONS = RawStatement(
     select(
@@ -678,13 +679,7 @@ class BatchStore:
                 cursor.close()
             return
         result = conn.execution_options(yield_per=2_000).execute(
-            select(
-                batch_results.c.status_code,
-                batch_results.c.operation_id,
-                batch_results.c.response,
-            )
-            .where(batch_results.c.batch_id == batch_id)
-            .order_by(batch_results.c.seq, batch_results.c.page)
+            _SELECT_RESULTS_IN_ORDER, {"batch_id": batch_id}
         )
         for row in result:
             yield cast(ResultFields, tuple(row))
