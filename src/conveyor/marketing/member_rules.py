@@ -19,6 +19,9 @@ from conveyor.marketing.schemas import MemberFields
 # Identity, status and tags are columns or handled apart; only these go into `data`.
 _MEMBER_FIELD_ORDER = tuple(MemberFields.model_fields)
 _MEMBER_FIELD_NAMES = frozenset(_MEMBER_FIELD_ORDER)
+# What a member field's value may be for `_given_fields` to copy it instead of serializing
+# it: a `Location` or a list of marketing permissions is a model to dump.
+_PLAIN_FIELD_TYPES = frozenset({str, bool, dict})
 
 
 def check_email(email: str) -> str:
@@ -86,9 +89,15 @@ def _given_fields(fields: MemberFields) -> dict[str, Any]:
     if not names:
         return {}
     given = {name: getattr(fields, name) for name in _MEMBER_FIELD_ORDER if name in names}
-    if all(isinstance(value, str | bool | None) for value in given.values()):
+    if all(value is None or value.__class__ in _PLAIN_FIELD_TYPES for value in given.values()):
         # Most bodies give only such values: pydantic's serializer costs more than the copy.
-        return {name: value for name, value in given.items() if value is not None}
+        # `merge_fields` and `interests` are plain dicts of JSON values (no model inside),
+        # which the serializer would only copy.
+        return {
+            name: dict(value) if value.__class__ is dict else value
+            for name, value in given.items()
+            if value is not None
+        }
     return fields.model_dump(include=names, exclude_unset=True, exclude_none=True)
 
 
