@@ -9,6 +9,7 @@ land between the two, so both outcomes are exercised.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection
 
 from conveyor.batches.prepared import apply_prepared_run, prepare_run, with_web_ids
-from conveyor.batches.runs import Run, execute_run, plan_runs, run_candidate
+from conveyor.batches.runs import HeldMember, Run, execute_run, plan_runs, run_candidate
 from conveyor.composition import Services
 from conveyor.domain.accounts import Account
 from conveyor.runtime.group_helpers import GroupHelpers
@@ -61,6 +62,13 @@ def _prepared_then_applied(
         assert isinstance(run, Run)
         with services.database.snapshot() as snapshot:
             prepared = prepare_run(snapshot, routes, account, run, api_root=ROOT)
+        if prepared is not None:
+            # Pickled as it crosses from a helper process to the writer (its own reduce).
+            travelled = pickle.loads(pickle.dumps(prepared))
+            assert travelled == prepared
+            held = (*travelled.rows_read, *travelled.inserted, *travelled.updated)
+            assert all(type(member) is HeldMember for member in held)
+            prepared = travelled
         answers = one_at_a_time(routes, account, meanwhile)(conn)
         applied = None if prepared is None else apply_prepared_run(conn, routes, account, prepared)
         seen["prepared"] += prepared is not None
