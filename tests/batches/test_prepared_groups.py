@@ -20,7 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection
 
-from conveyor.batches.prepared import apply_prepared_run, prepare_run, with_web_ids
+from conveyor.batches.prepared import (
+    PreparedGroup,
+    apply_prepared_group,
+    prepare_run,
+    with_web_ids,
+)
 from conveyor.batches.runs import HeldMember, Run, execute_run, plan_runs, run_candidate
 from conveyor.composition import Services
 from conveyor.domain.accounts import Account
@@ -30,6 +35,7 @@ from tests.batches.test_set_wise_runs import (
     ROOT,
     in_rolled_back,
     member_operation,
+    member_path,
     normalise,
     one_at_a_time,
     seed_list,
@@ -70,7 +76,9 @@ def _prepared_then_applied(
             assert all(type(member) is HeldMember for member in held)
             prepared = travelled
         answers = one_at_a_time(routes, account, meanwhile)(conn)
-        applied = None if prepared is None else apply_prepared_run(conn, routes, account, prepared)
+        # As the writer applies it: in a group, whose savepoint takes back a failed write.
+        group = None if prepared is None else PreparedGroup("batch", 0, 0, (prepared,))
+        applied = None if group is None else apply_prepared_group(conn, routes, account, group)
         seen["prepared"] += prepared is not None
         seen["applied"] += applied is not None
         seen["stale"] += prepared is not None and applied is None
@@ -106,6 +114,49 @@ def test_a_prepared_run_answers_and_writes_as_the_writer_would(
     # Both ways out were taken: the prepared run written, and found stale and run again.
     assert seen["applied"] >= seen["examples"] // 4, seen
     assert seen["stale"] > 0, seen
+
+
+def _add(list_id: str, email: str) -> tuple[str, str, str | None]:
+    body = orjson.dumps({"email_address": email, "status": "subscribed"}).decode()
+    return "POST", f"/lists/{list_id}/members", body
+
+
+def _patch(list_id: str, email: str) -> tuple[str, str, str | None]:
+    return "PATCH", member_path(list_id, email), orjson.dumps({"vip": True}).decode()
+
+
+@pytest.mark.parametrize(
+    ("then", "statuses"),
+    [
+        # Found absent and added: the run's insert fails on the unique (list, hash) index.
+        (_add, [200, 200, 400, 200]),
+        # Found absent and only answered (404): the writer looks again.
+        (_patch, [200, 200, 200, 200]),
+    ],
+)
+def test_an_address_added_meanwhile_sends_the_run_back(
+    services: Services,
+    seeded: tuple[str, Account],
+    then: Callable[[str, str], tuple[str, str, str | None]],
+    statuses: list[int],
+) -> None:
+    """The writer does not look again for the addresses a run found absent and then added
+    (their insert would fail), but does for every other address it read."""
+    list_id, account = seeded
+    operations = [
+        _add(list_id, "first-new@example.org"),
+        then(list_id, "raced@example.org"),
+        _add(list_id, "last@example.org"),
+    ]
+    meanwhile = [_add(list_id, "raced@example.org")]
+    seen = {"prepared": 0, "applied": 0, "stale": 0}
+    plain = in_rolled_back(
+        services, one_at_a_time(services.routes, account, meanwhile + operations), list_id
+    )
+    work = _prepared_then_applied(services, account, meanwhile, operations, seen)
+    assert in_rolled_back(services, work, list_id) == plain
+    assert seen == {"prepared": 1, "applied": 0, "stale": 1}
+    assert [status for status, _body in plain[0]] == statuses
 
 
 _MEMBER_TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
