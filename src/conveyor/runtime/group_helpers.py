@@ -17,6 +17,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from conveyor.batches.prepared import PreparedGroup, prepare_group
@@ -26,10 +27,15 @@ from conveyor.domain.clock import SystemClock
 from conveyor.marketing.routing import RouteTable
 from conveyor.marketing.table import marketing_routes
 from conveyor.runtime.gc_tuning import tune_garbage_collector
-from conveyor.runtime.parts import RuntimeParts
 from conveyor.storage.batches import BatchStore
 from conveyor.storage.database import Database, open_read_only
 from conveyor.storage.marketing_stores import MarketingStores
+
+if TYPE_CHECKING:
+    # Types only: a helper process imports this module, and the runtime's parts would bring
+    # the engine, the webhooks and httpx (with its command line: rich, pygments, click),
+    # ~15 MB of a helper's RSS that it never uses.
+    from conveyor.runtime.parts import RuntimeParts
 
 log = logging.getLogger("conveyor.batches")
 
