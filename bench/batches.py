@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,29 +57,20 @@ def wait_finished(
     deadline: float,
     poll: float,
     seen: dict[str, float] | None = None,
+    *,
+    until: Callable[[dict[str, Any]], bool] = lambda status: status["status"] == "finished",
 ) -> dict[str, Any]:
-    """Poll until finished; `seen`, if given, gets when each status was first read
-    (`time.perf_counter()`)."""
+    """Poll until finished (or `until` holds of the status); `seen`, if given, gets when each
+    status was first read (`time.perf_counter()`)."""
     while True:
         status = client.get(f"/3.0/batches/{batch_id}").json()
         if seen is not None:
             seen.setdefault(status["status"], time.perf_counter())
-        if status["status"] == "finished":
+        if until(status):
             return dict(status)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} not finished: {status}")
+            raise TimeoutError(f"batch {batch_id} not there yet: {status}")
         time.sleep(poll)
-
-
-def wait_running(client: httpx.Client, batch_id: str, deadline: float) -> int:
-    """Poll until the batch has finished some operations; how many it had then."""
-    while True:
-        status = client.get(f"/3.0/batches/{batch_id}").json()
-        if status["finished_operations"] > 0:
-            return int(status["finished_operations"])
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} has not started: {status}")
-        time.sleep(0.05)
 
 
 def new_list(client: httpx.Client) -> str:
@@ -406,7 +397,11 @@ def million(server: ServerProcess, workdir: Path, count: int) -> list[Figure]:
             big = response.json()
             # Fairness is about a batch that runs: the small one arrives once the large one
             # has committed work, not while it is still being planned.
-            running_at = wait_running(client, big["id"], time.monotonic() + 600)
+            running = wait_finished(
+                client, big["id"], time.monotonic() + 600, 0.05,
+                until=lambda status: status["finished_operations"] > 0,
+            )  # fmt: skip
+            running_at = int(running["finished_operations"])
             small_started = time.perf_counter()
             small = client.post(
                 "/3.0/batches",
