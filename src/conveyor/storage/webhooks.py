@@ -12,7 +12,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from conveyor.domain.clock import Clock
 from conveyor.domain.ids import hex_id
@@ -24,9 +35,30 @@ from conveyor.domain.states import (
     sources,
 )
 from conveyor.domain.webhook_payload import CompletedBatch
+from conveyor.storage.raw_sql import RawStatement
 from conveyor.storage.tables import batch_webhooks, webhook_deliveries
 
 _PENDING = sorted(PENDING_DELIVERY_STATES)
+# Read by every submit and every finished batch: on the cursor (storage/raw_sql.py), the
+# `in_` list spelled out in literals.
+_PENDING_DELIVERIES = RawStatement(
+    select(func.count())
+    .select_from(webhook_deliveries)
+    .where(
+        and_(
+            webhook_deliveries.c.account_pk == bindparam("account_pk"),
+            webhook_deliveries.c.state.in_([literal_column(f"'{state}'") for state in _PENDING]),
+        )
+    )
+)
+_ENABLED_WEBHOOKS = RawStatement(
+    select(batch_webhooks.c.id).where(
+        and_(
+            batch_webhooks.c.account_pk == bindparam("account_pk"),
+            batch_webhooks.c.enabled.is_(True),
+        )
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +230,9 @@ class WebhookStore:
         self, conn: Connection, account_pk: int, batch: CompletedBatch
     ) -> list[str]:
         """One delivery per enabled webhook of the account, in the caller's transaction."""
-        hooks = conn.execute(
-            select(batch_webhooks.c.id).where(
-                and_(
-                    batch_webhooks.c.account_pk == account_pk,
-                    batch_webhooks.c.enabled.is_(True),
-                )
-            )
-        ).scalars()
+        hooks = [row[0] for row in _ENABLED_WEBHOOKS.all(conn, {"account_pk": account_pk})]
+        if not hooks:
+            return []
         now = self.clock.now()
         payload = orjson.dumps(batch.to_json()).decode()
         ids: list[str] = []
@@ -235,18 +262,9 @@ class WebhookStore:
         return ids
 
     def count_pending(self, conn: Connection, account_pk: int) -> int:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(webhook_deliveries)
-                .where(
-                    and_(
-                        webhook_deliveries.c.account_pk == account_pk,
-                        webhook_deliveries.c.state.in_(_PENDING),
-                    )
-                )
-            ).scalar_one()
-        )
+        row = _PENDING_DELIVERIES.first(conn, {"account_pk": account_pk})
+        assert row is not None
+        return int(row[0])
 
     def get_delivery(self, conn: Connection, delivery_id: str) -> DeliveryRow | None:
         row = conn.execute(
