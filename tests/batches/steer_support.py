@@ -14,6 +14,7 @@ from httpx_sse import EventSource
 from sqlalchemy import and_, select
 
 from conveyor.composition import Services
+from conveyor.domain.stored_response import expand
 from conveyor.storage.tables import batch_operations, batch_results
 from tests.batches.support import JSON_TYPE, Archive, response_of
 
@@ -132,7 +133,8 @@ def plain_view(services: Services, batch_id: str) -> list[dict[str, Any]]:
                     "path": op.path,
                     "status": _status(code),
                     "status_code": code,
-                    "response": json.loads(row.response) if row and row.response else None,
+                    # As stored: member answers without their links (domain/stored_response.py).
+                    "response": json.loads(expand(row.response)) if row and row.response else None,
                 }
             )
     return items

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor.marketing.common import link, schema_url
+from conveyor.domain.links import schema_url
+from conveyor.marketing.common import link
 from conveyor.storage.batches import BatchRow
 
 

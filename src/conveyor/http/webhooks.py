@@ -15,10 +15,11 @@ from starlette.routing import Route
 
 from conveyor.batches.webhooks import WebhookService
 from conveyor.domain import problems
+from conveyor.domain.links import schema_url
 from conveyor.domain.problems import FieldError
 from conveyor.domain.steps import FollowUp, Step
 from conveyor.http.gate import Answer, ApiGate, RequestContext
-from conveyor.marketing.common import link, paging, schema_url, validate
+from conveyor.marketing.common import link, paging, validate
 from conveyor.marketing.schemas import Body
 from conveyor.storage.webhooks import DeliveryRow, WebhookRow
 

@@ -35,12 +35,6 @@ def link(
     return entry
 
 
-def schema_url(api_root: str, name: str) -> str:
-    """Where the real service publishes JSON schemas, re-rooted on this server."""
-    base = api_root.removesuffix("/3.0")
-    return f"{base}/schema/3.0/{name}.json"
-
-
 def paging(query: Mapping[str, str]) -> tuple[int, int]:
     count = _non_negative_int(query, "count", DEFAULT_COUNT)
     offset = _non_negative_int(query, "offset", 0)

@@ -8,13 +8,13 @@ from typing import Any
 from conveyor.domain import problems
 from conveyor.domain.audience import FORGOTTEN, ListRef
 from conveyor.domain.ids import subscriber_hash
+from conveyor.domain.links import schema_url
 from conveyor.marketing.common import (
     link,
     paging,
     query_choice,
     query_flag,
     query_time,
-    schema_url,
     validate,
 )
 from conveyor.marketing.routing import Call, Reply, RouteTable

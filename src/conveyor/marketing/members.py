@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,13 +10,13 @@ from conveyor.domain import problems
 from conveyor.domain.audience import FORGOTTEN, ListContext, MemberRow
 from conveyor.domain.clock import now_iso
 from conveyor.domain.ids import subscriber_hash
+from conveyor.domain.links import member_links, schema_url
 from conveyor.domain.problems import FieldError, Problem
 from conveyor.marketing.common import (
     field_errors,
     link,
     paging,
     query_flag,
-    schema_url,
     validate,
 )
 from conveyor.marketing.member_filters import member_query
@@ -134,74 +132,8 @@ def render_member(root: str, ctx: ListContext, member: MemberRow) -> dict[str, A
         "tags_count": len(tags),
         "tags": tags[:TAGS_SHOWN],
         "list_id": list_id,
-        "_links": _member_links(_link_parts(root), f"{root}/lists/{list_id}/members", hash_),
+        "_links": member_links(root, list_id, hash_),
     }
-
-
-def _member_links(parts: _LinkParts, collection_href: str, hash_: str) -> list[dict[str, str]]:
-    """The real service's links of a member, rel for rel (activity, goals, notes and events
-    name paths Conveyor does not serve: they answer 404)."""
-    href = f"{collection_href}/{hash_}"
-    member = parts.member
-    return [
-        {"rel": "self", "href": href, "method": "GET", "targetSchema": member},
-        {
-            "rel": "parent",
-            "href": collection_href,
-            "method": "GET",
-            "targetSchema": parts.collection,
-            "schema": parts.paths_collection,
-        },
-        {"rel": "update", "href": href, "method": "PATCH", "targetSchema": member,
-         "schema": parts.patch},
-        {"rel": "upsert", "href": href, "method": "PUT", "targetSchema": member,
-         "schema": parts.put},
-        {"rel": "delete", "href": href, "method": "DELETE"},
-        {"rel": "activity", "href": f"{href}/activity", "method": "GET",
-         "targetSchema": parts.activity},
-        {"rel": "goals", "href": f"{href}/goals", "method": "GET", "targetSchema": parts.goals},
-        {"rel": "notes", "href": f"{href}/notes", "method": "GET", "targetSchema": parts.notes},
-        {"rel": "events", "href": f"{href}/events", "method": "POST",
-         "targetSchema": parts.events},
-        {"rel": "delete_permanent", "href": f"{href}/actions/delete-permanent", "method": "POST"},
-    ]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class _LinkParts:
-    """The schema URLs of a member's links: they depend on the API root only."""
-
-    member: str
-    collection: str
-    paths_collection: str
-    patch: str
-    put: str
-    activity: str
-    goals: str
-    notes: str
-    events: str
-
-
-# A member is rendered for every operation of a batch: its links' schema URLs are built once
-# per root.
-@functools.lru_cache(maxsize=64)
-def _link_parts(root: str) -> _LinkParts:
-    return _LinkParts(
-        *(
-            schema_url(root, name)
-            for name in (
-                "Definitions/Lists/Members/Response",
-                "Definitions/Lists/Members/CollectionResponse",
-                "Paths/Lists/Members/Collection",
-                "Definitions/Lists/Members/PATCH",
-                "Definitions/Lists/Members/PUT",
-                "Definitions/Lists/Members/Activity/Response",
-                "Definitions/Lists/Members/Goals/Response",
-                "Definitions/Lists/Members/Notes/CollectionResponse",
-                "Definitions/Lists/Members/Events/POST",
-            )
-        )
-    )
 
 
 # What batch subscribe answers of each member: the spec's `ListsNewMembers`, a smaller

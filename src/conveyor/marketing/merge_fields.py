@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 from conveyor.domain import problems
+from conveyor.domain.links import schema_url
 from conveyor.domain.problems import FieldError
-from conveyor.marketing.common import link, paging, query_bool, schema_url, validate
+from conveyor.marketing.common import link, paging, query_bool, validate
 from conveyor.marketing.lists import find_list
 from conveyor.marketing.routing import Call, Reply, RouteTable
 from conveyor.marketing.schemas import MergeFieldCreate, MergeFieldPatch

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conveyor.marketing.common import link, schema_url
+from conveyor.domain.links import schema_url
+from conveyor.marketing.common import link
 from conveyor.marketing.routing import Call, Reply, RouteTable
 
 routes = RouteTable()

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from conveyor.domain.operation_view import ChunkCursor, OperationStatus, SeqRange
+from conveyor.domain.stored_response import expand
 from conveyor.storage.batches import StoredOperation
 from conveyor.storage.raw_sql import RawStatement
 from conveyor.storage.tables import (
@@ -66,6 +67,13 @@ class ResultRow:
     status_code: int
     operation_id: str | None
     response: str
+
+
+def _operation_row(row: Sequence[Any]) -> OperationRow:
+    seq, page, operation_id, method, path, status_code, response = row
+    # Member answers are stored without their links (domain/stored_response.py).
+    stored = None if response is None else expand(response)
+    return OperationRow(seq, page, operation_id, method, path, status_code, stored)
 
 
 _ITEM_COLUMNS = (
@@ -210,7 +218,7 @@ class BatchResultStore:
                 _ops.c.seq >= seq_range.start,
                 _ops.c.seq < seq_range.stop,
             )
-            items.extend(OperationRow(*row) for row in conn.execute(_with_results(within)).all())
+            items.extend(_operation_row(row) for row in conn.execute(_with_results(within)).all())
         return items
 
     def items_page(
@@ -237,7 +245,7 @@ class BatchResultStore:
                 .order_by(_ops.c.seq + literal_column("0"), _results.c.page)
             )
         query = query.limit(count).offset(offset)
-        return [OperationRow(*row) for row in conn.execute(query).all()]
+        return [_operation_row(row) for row in conn.execute(query).all()]
 
     def count_items(
         self,
@@ -283,7 +291,7 @@ class BatchResultStore:
                 )
             )
         ).all()
-        return [OperationRow(*row) for row in rows if (row.seq, row.page) in wanted]
+        return [_operation_row(row) for row in rows if (row.seq, row.page) in wanted]
 
     def failures_matching(
         self, conn: Connection, batch_id: str, text: str, count: int, offset: int
@@ -300,7 +308,7 @@ class BatchResultStore:
         condition = and_(_results.c.batch_id == batch_id, RESULT_FAILED, matches)
         total = conn.execute(select(func.count()).select_from(_results).where(condition))
         rows = conn.execute(_results_with_operations(condition).limit(count).offset(offset)).all()
-        return [OperationRow(*row) for row in rows], int(total.scalar_one())
+        return [_operation_row(row) for row in rows], int(total.scalar_one())
 
     # --- result streams ------------------------------------------------------------------
 
@@ -316,7 +324,10 @@ class BatchResultStore:
         page, so a stream of a million costs the same per page at its end as at its start."""
         seq, page = after if after is not None else (-1, 0)
         rows = _RESULTS_AFTER[status].all(conn, {"batch_id": batch_id, "seq": seq, "page": page})
-        return [ResultRow(*row) for row in rows]
+        return [
+            ResultRow(seq, page, code, operation_id, expand(response))
+            for seq, page, code, operation_id, response in rows
+        ]
 
     # --- failures, for a retry -----------------------------------------------------------
 

@@ -13,7 +13,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -54,6 +54,7 @@ from conveyor.domain.states import (
     check_move,
     sources,
 )
+from conveyor.domain.stored_response import compact, expand
 from conveyor.storage.database import Database
 from conveyor.storage.raw_sql import BulkInsert, RawStatement
 from conveyor.storage.tables import (
@@ -296,6 +297,14 @@ def _move_statement(values: tuple[str, ...]) -> RawStatement:
             **{name: bindparam(f"v_{name}") for name in values},
         )
     )
+
+
+def _stored(rows: list[ResultRow]) -> list[ResultRow]:
+    """Result rows as stored: member answers without their links (domain/stored_response.py)."""
+    return [
+        (batch_id, seq, page, status_code, operation_id, compact(response))
+        for batch_id, seq, page, status_code, operation_id, response in rows
+    ]
 
 
 def _batch_row(row: Sequence[Any]) -> BatchRow:
@@ -704,7 +713,7 @@ class BatchStore:
     def insert_results(self, conn: Connection, rows: list[ResultRow]) -> None:
         """Result rows ahead of `record_results`, in the same (group's) transaction: a group
         whose answers are large writes them as it goes instead of holding them all."""
-        _INSERT_RESULT.run(conn, rows)
+        _INSERT_RESULT.run(conn, _stored(rows))
 
     def record_results(
         self,
@@ -719,7 +728,7 @@ class BatchStore:
 
         Raises `BatchNotRunning` when the batch left `started` (a cancel, a delete).
         """
-        _INSERT_RESULT.run(conn, rows)
+        _INSERT_RESULT.run(conn, _stored(rows))
         counted = _COUNT_RESULTS.run(
             conn,
             {
@@ -743,15 +752,16 @@ class BatchStore:
             cursor = _RESULTS_IN_ORDER.execute(conn, {"batch_id": batch_id})
             try:
                 while rows := cursor.fetchmany(500):
-                    yield from rows
+                    for status_code, operation_id, response in rows:
+                        yield status_code, operation_id, expand(response)
             finally:
                 cursor.close()
             return
         result = conn.execution_options(yield_per=2_000).execute(
             _SELECT_RESULTS_IN_ORDER, {"batch_id": batch_id}
         )
-        for row in result:
-            yield cast(ResultFields, tuple(row))
+        for status_code, operation_id, response in result:
+            yield status_code, operation_id, expand(response)
 
     def status_of(self, conn: Connection, batch_id: str) -> BatchStatus | None:
         row = _BATCH_STATUS.first(conn, {"batch_id": batch_id})
