@@ -76,6 +76,12 @@ def _operation_row(row: Sequence[Any]) -> OperationRow:
     return OperationRow(seq, page, operation_id, method, path, status_code, stored)
 
 
+def _result_row(row: Sequence[Any]) -> ResultRow:
+    seq, page, status_code, operation_id, response = row
+    # Member answers are stored without their links (domain/stored_response.py).
+    return ResultRow(seq, page, status_code, operation_id, expand(response))
+
+
 _ITEM_COLUMNS = (
     _ops.c.seq,
     func.coalesce(_results.c.page, 0),
@@ -324,10 +330,7 @@ class BatchResultStore:
         page, so a stream of a million costs the same per page at its end as at its start."""
         seq, page = after if after is not None else (-1, 0)
         rows = _RESULTS_AFTER[status].all(conn, {"batch_id": batch_id, "seq": seq, "page": page})
-        return [
-            ResultRow(seq, page, code, operation_id, expand(response))
-            for seq, page, code, operation_id, response in rows
-        ]
+        return [_result_row(row) for row in rows]
 
     # --- failures, for a retry -----------------------------------------------------------
 
