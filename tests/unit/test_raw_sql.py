@@ -14,12 +14,13 @@ from sqlalchemy import (
     Table,
     bindparam,
     create_engine,
+    func,
     literal_column,
     select,
     update,
 )
 
-from conveyor.storage.raw_sql import RawStatement
+from conveyor.storage.raw_sql import RawStatement, literal_list
 
 metadata = MetaData()
 chunks = Table(
@@ -76,6 +77,15 @@ def test_literal_columns_still_work(conn: Connection) -> None:
         select(chunks.c.seq).where(chunks.c.state.in_([literal_column("'queued'")]))
     )
     assert unfinished.all(conn, {}) == [(2,), (3,)]
+
+
+def test_a_literal_list_stands_in_for_an_in_list(conn: Connection) -> None:
+    in_states = RawStatement(
+        select(func.count()).where(chunks.c.state.in_(literal_list(["done", "it's"])))
+    )
+    assert in_states.scalar(conn, {}) == 1
+    nothing = RawStatement(select(chunks.c.seq).where(chunks.c.seq == bindparam("seq")))
+    assert nothing.scalar(conn, {"seq": 9}) is None
 
 
 def test_a_parameter_the_caller_forgets_fails_instead_of_binding_null(conn: Connection) -> None:

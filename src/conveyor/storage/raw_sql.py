@@ -12,16 +12,16 @@ and decodes on read).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, bindparam
+from sqlalchemy import Connection, Engine, Table, bindparam, literal_column
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
@@ -51,7 +51,7 @@ class RawStatement:
             positions = getattr(result, "positiontup", None) if dialect.positional else None
             # Only parameters that came with a value: a `bindparam("x")` the caller forgets
             # must fail, not run as NULL. (An `in_` list is one expanding parameter, which
-            # only Core renders: raw statements spell such lists out as literal columns.)
+            # only Core renders: raw statements take `literal_list`.)
             literals = {
                 name: bind.effective_value
                 for bind, name in result.bind_names.items()
@@ -82,6 +82,11 @@ class RawStatement:
             return row
         finally:
             cursor.close()
+
+    def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        row = self.first(conn, params)
+        return None if row is None else row[0]
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Sequence[Any]]:
         cursor = self.execute(conn, params)
@@ -181,6 +186,12 @@ class BulkInsert:
                     copy.write_row(row)
         finally:
             cursor.close()
+
+
+def literal_list(values: Iterable[str]) -> list[ColumnElement[Any]]:
+    """`values` written into the SQL, for an `in_` of a raw statement: a list of plain values
+    is bound as one expanding parameter, which only Core's `execute` renders."""
+    return [literal_column("'" + value.replace("'", "''") + "'") for value in values]
 
 
 def _in_order(positions: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:

@@ -19,7 +19,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal_column,
     or_,
     select,
     update,
@@ -35,19 +34,18 @@ from conveyor.domain.states import (
     sources,
 )
 from conveyor.domain.webhook_payload import CompletedBatch
-from conveyor.storage.raw_sql import RawStatement
+from conveyor.storage.raw_sql import RawStatement, literal_list
 from conveyor.storage.tables import batch_webhooks, webhook_deliveries
 
 _PENDING = sorted(PENDING_DELIVERY_STATES)
-# Read by every submit and every finished batch: on the cursor (storage/raw_sql.py), the
-# `in_` list spelled out in literals.
+# Read by every submit and every finished batch: on the cursor (storage/raw_sql.py).
 _PENDING_DELIVERIES = RawStatement(
     select(func.count())
     .select_from(webhook_deliveries)
     .where(
         and_(
             webhook_deliveries.c.account_pk == bindparam("account_pk"),
-            webhook_deliveries.c.state.in_([literal_column(f"'{state}'") for state in _PENDING]),
+            webhook_deliveries.c.state.in_(literal_list(_PENDING)),
         )
     )
 )
@@ -262,9 +260,7 @@ class WebhookStore:
         return ids
 
     def count_pending(self, conn: Connection, account_pk: int) -> int:
-        row = _PENDING_DELIVERIES.first(conn, {"account_pk": account_pk})
-        assert row is not None
-        return int(row[0])
+        return int(_PENDING_DELIVERIES.scalar(conn, {"account_pk": account_pk}))
 
     def get_delivery(self, conn: Connection, delivery_id: str) -> DeliveryRow | None:
         row = conn.execute(
