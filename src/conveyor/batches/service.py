@@ -9,6 +9,7 @@ it in pages; everything else is a short blocking call.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
@@ -126,9 +127,9 @@ class BatchService:
         digest = BodyDigest()
         batch_id: str = await self._write(lambda conn: self._reserve(conn, account, api_root))
         try:
-            parsed = aiter_operation_lists(
-                _hashed(capped, digest), max_operations=settings.max_operations
-            )
+            # The digest is what a key is held to; without a key nothing reads it.
+            stream = capped if idempotency_key is None else _hashed(capped, digest)
+            parsed = aiter_operation_lists(stream, max_operations=settings.max_operations)
             limits = OperationLimits(
                 body_bytes=settings.max_operation_body_bytes,
                 operation_id_chars=settings.max_operation_id_chars,
@@ -213,9 +214,10 @@ class BatchService:
         """Store the operations in pages of `ingest_page_size`, but for the last one short of
         a page, which is handed back for the publish's transaction to write.
 
-        A page is written in a thread while the next one is parsed: the database releases
-        the GIL while it writes, so parsing and storing overlap instead of taking turns. At
-        most one page is written at a time (pages go in order, memory stays two pages).
+        Pages are written in a thread while the next ones are parsed: SQLite stores a page
+        without the GIL (its rows go as one JSON text, storage/raw_sql.py `BulkInsert`), so
+        parsing and storing overlap instead of taking turns. One page is written at a time,
+        in order, and the parser runs at most two pages ahead (memory stays three pages).
         """
         page_size = self.settings.ingest_page_size
         writer = _PageWriter(self._store_page)
@@ -434,26 +436,41 @@ class _StoredPages:
 
 
 class _PageWriter:
-    """Writes one page at a time in a worker thread, beside the caller's parsing.
+    """Writes pages in a worker thread, one after another, beside the caller's parsing.
 
-    A failed write is kept and raised to the caller at its next `start` or `wait`, never
-    inside the task group, so the caller's own errors (a bad body) come out unwrapped.
+    Up to `depth` pages wait or are being written, so that a page that parses faster than
+    the one before it stores does not stop the parser: with one page in flight, a 1M body
+    spent ~5 s of its ~20 s with the writer idle between pages (docs/benchmarks.md,
+    "Ingest: rows stored without the GIL"). A failed write is kept and raised to the caller
+    at its next `start` or `wait`, never inside the task group, so the caller's own errors (a
+    bad body) come out unwrapped; the pages after a failed one are not written.
     """
 
-    def __init__(self, store: Callable[[str, int, list[Operation]], None]) -> None:
+    def __init__(
+        self, store: Callable[[str, int, list[Operation]], None], *, depth: int = 2
+    ) -> None:
         self._store = store
-        self._done: anyio.Event | None = None
+        self._depth = depth
+        self._unfinished: deque[anyio.Event] = deque()
         self._failure: Exception | None = None
 
     async def start(
         self, tasks: anyio.abc.TaskGroup, batch_id: str, first_seq: int, page: list[Operation]
     ) -> None:
-        await self.wait()
-        done = self._done = anyio.Event()
+        unfinished = self._unfinished
+        while unfinished and (unfinished[0].is_set() or len(unfinished) >= self._depth):
+            await unfinished.popleft().wait()
+        self._raise_failure()
+        previous = unfinished[-1] if unfinished else None
+        done = anyio.Event()
+        unfinished.append(done)
 
         async def write() -> None:
             try:
-                await anyio.to_thread.run_sync(self._store, batch_id, first_seq, page)
+                if previous is not None:
+                    await previous.wait()
+                if self._failure is None:
+                    await anyio.to_thread.run_sync(self._store, batch_id, first_seq, page)
             except Exception as exc:
                 self._failure = exc
             finally:
@@ -462,8 +479,11 @@ class _PageWriter:
         tasks.start_soon(write)
 
     async def wait(self) -> None:
-        if self._done is not None:
-            await self._done.wait()
+        while self._unfinished:
+            await self._unfinished.popleft().wait()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
 
@@ -488,8 +508,9 @@ async def _storable(
         except UnicodeDecodeError:
             raise MalformedJson(_UNSTORABLE_JSON) from None
         for operation in operations:
-            _check_storable(operation, index)
-            check_operation_size(operation, index, limits)
+            if not _plainly_storable(operation, limits):
+                _check_storable(operation, index)
+                check_operation_size(operation, index, limits)
             index += 1
         yield operations
 
@@ -500,19 +521,36 @@ _UNSTORABLE_JSON = (
 )
 
 
-def _storable_text(text: str | None) -> bool:
-    # `isascii` reads a flag CPython keeps, and `in` is a memchr: ASCII text costs nothing.
-    return text is None or (text.isascii() and "\x00" not in text)
+def _plainly_storable(operation: Operation, limits: OperationLimits) -> bool:
+    """True for the usual operation, which both checks below would pass: ASCII text without
+    NUL (whose length in characters is its length in bytes) within the limits, no params.
+    `isascii` reads a flag CPython keeps and `in` is a memchr, so this costs ~0.4 µs where
+    the two checks cost ~1.1 µs, of the ~10 µs an operation of a large body costs the event
+    loop; anything else is decided by the two checks."""
+    body = operation.body
+    path = operation.path
+    operation_id = operation.operation_id
+    return (
+        not operation.params
+        and path.isascii()
+        and "\x00" not in path
+        and len(path) <= limits.path_chars
+        and (
+            body is None
+            or (body.isascii() and "\x00" not in body and len(body) <= limits.body_bytes)
+        )
+        and (
+            operation_id is None
+            or (
+                operation_id.isascii()
+                and "\x00" not in operation_id
+                and len(operation_id) <= limits.operation_id_chars
+            )
+        )
+    )
 
 
 def _check_storable(operation: Operation, index: int) -> None:
-    if (
-        not operation.params
-        and _storable_text(operation.body)
-        and _storable_text(operation.path)
-        and _storable_text(operation.operation_id)
-    ):
-        return  # the usual operation: nothing to name
     fields: list[tuple[str, str | None]] = [
         ("path", operation.path),
         ("body", operation.body),

@@ -145,9 +145,9 @@ _BATCH_COLUMNS = (
 )
 
 _OPERATION_COLUMNS = ("batch_id", "seq", "method", "path", "params", "body", "operation_id")
-# Ingest and the executor move millions of these rows: COPY on PostgreSQL, the DBAPI's
-# executemany on SQLite, never Core's.
-_INSERT_OPERATION = BulkInsert(batch_operations, _OPERATION_COLUMNS)
+# Ingest moves millions of these rows: COPY on PostgreSQL, never Core's. On SQLite as JSON,
+# so that the page being stored does not wait on the lock the parsing thread holds.
+_INSERT_OPERATION = BulkInsert(batch_operations, _OPERATION_COLUMNS, json_rows=True)
 
 # The statements of a batch's life cycle run a few dozen times per batch, each ~150-250 µs
 # through Core against ~30 µs on the cursor: ~6 ms of a 1,000-add batch's ~100 ms.

@@ -12,14 +12,16 @@ and decodes on read).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, bindparam, literal_column
+from sqlalchemy import Connection, Engine, Float, Table, bindparam, literal_column
 from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -150,23 +152,40 @@ class RawStatement:
 @dataclass
 class BulkInsert:
     """Many rows into one table, each a tuple in `columns` order: one COPY on PostgreSQL,
-    one `executemany` of the INSERT elsewhere.
+    one statement over a JSON array of the rows on SQLite.
 
     psycopg pipelines an `executemany`, but PostgreSQL still runs 500 INSERT statements for
     500 rows, and the worker waited for them: a group's member and result rows were two
     thirds of its time waiting on the server (bench.scale --profile). COPY loads them as one
     stream. A failure (a unique index) raises at the end of the COPY, in the caller's
     transaction, as the `executemany` did.
+
+    With `json_rows`, SQLite gets the rows as one JSON text, read back by `json_each` in a
+    single step that runs without the interpreter's lock. Its `executemany` takes the lock
+    back for every row, to bind it, and a thread that gave the lock up waits a whole switch
+    interval (5 ms) to get it back from a busy one: beside a thread parsing a batch body it
+    stored 375 rows/s instead of 90,000, so storing and parsing took turns instead of
+    overlapping (docs/benchmarks.md, "Ingest: rows stored without the GIL"). Alone, the JSON
+    costs SQLite ~10% more per row than binding, more for wide rows: it is for a writer that
+    runs beside a busy thread. JSON carries text, integers and NULL exactly, as binding them
+    would; a table with a float column, a row JSON cannot carry (bytes, a lone surrogate, a
+    huge integer) and text holding NUL (which SQLite's JSON functions cut short) keep the
+    `executemany`.
     """
 
     table: Table
     columns: tuple[str, ...]
+    json_rows: bool = False
     _insert: RawStatement = field(init=False, repr=False)
     _copy_sql: str = field(init=False, repr=False)
+    _json_insert_sql: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._insert = RawStatement(
             self.table.insert().values({name: bindparam(name) for name in self.columns})
+        )
+        self._json_insert_sql = (
+            _json_insert_sql(self.table, self.columns) if self.json_rows else None
         )
         # The COPY text once, quoted as PostgreSQL quotes; the dialect's constructor is untyped.
         quote = PGDialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
@@ -177,7 +196,15 @@ class BulkInsert:
         if not rows:
             return
         if conn.dialect.name != "postgresql":
-            self._insert.run_many_tuples(conn, self.columns, rows)
+            text = None if self._json_insert_sql is None else _json_rows(rows)
+            if text is None:
+                self._insert.run_many_tuples(conn, self.columns, rows)
+                return
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(self._json_insert_sql, (text,))
+            finally:
+                cursor.close()
             return
         cursor = conn.connection.cursor()
         try:
@@ -186,6 +213,33 @@ class BulkInsert:
                     copy.write_row(row)
         finally:
             cursor.close()
+
+
+def _json_insert_sql(table: Table, columns: tuple[str, ...]) -> str | None:
+    """The SQLite INSERT that reads its rows from one JSON array parameter, or None for a
+    table that stores floats (SQLite's JSON number parser is not guaranteed to give back the
+    double that was written)."""
+    if sqlite3.sqlite_version_info < (3, 38) or any(
+        isinstance(table.c[name].type, Float) for name in columns
+    ):
+        return None
+    quote = SQLiteDialect().identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    values = ", ".join(f"value ->> {index}" for index in range(len(columns)))
+    return f"INSERT INTO {quote(table.name)} ({names}) SELECT {values} FROM json_each(?)"
+
+
+def _json_rows(rows: Sequence[tuple[Any, ...]]) -> str | None:
+    """The rows as one JSON array of arrays, or None when JSON cannot carry them exactly."""
+    try:
+        encoded = orjson.dumps(rows)
+    except orjson.JSONEncodeError:
+        return None
+    # NUL in a string: SQLite's `->>` would end the text there. (An escaped backslash before
+    # "u0000" matches too, and takes the slower path for nothing.)
+    if b"\\u0000" in encoded:
+        return None
+    return encoded.decode()  # bound as text: bytes would be a BLOB, which is not JSON
 
 
 def literal_list(values: Iterable[str]) -> list[ColumnElement[Any]]:
