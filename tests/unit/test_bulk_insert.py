@@ -98,3 +98,12 @@ def test_a_table_with_floats_is_bound(conn: Connection) -> None:
     at = 0.1 + 0.2
     BulkInsert(timed_table, ("seq", "at"), json_rows=True).run(conn, [(1, at)])
     assert conn.exec_driver_sql("SELECT at FROM timed").scalar_one() == at
+
+
+def test_many_rows_go_in_slices_each_stored_its_own_way(conn: Connection) -> None:
+    # Past one slice of JSON (1,000 rows); the slice holding NUL is bound, the others not.
+    rows = [(seq, f"label {seq}", seq, "nul\x00" if seq == 1_500 else None) for seq in range(2_500)]
+    AS_JSON.run(conn, rows)
+    assert [(row[0], row[1], row[3], row[5]) for row in stored(conn)] == [
+        (seq, label, number, body) for seq, label, number, body in rows
+    ]
