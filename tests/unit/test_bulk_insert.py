@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Column, Connection, Float, Integer, MetaData, Table, Text, create_engine
 
+from conveyor.storage import raw_sql
 from conveyor.storage.raw_sql import BulkInsert
 
 metadata = MetaData()
@@ -60,16 +61,18 @@ def stored(conn: Connection) -> list[tuple[Any, ...]]:
         cursor.close()
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(row_values, max_size=30))
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(row_values, max_size=30), slice_rows=st.integers(1, 8))
 def test_rows_as_json_are_stored_as_binding_them_stores_them(
-    values: list[tuple[str | None, int | bool | None, str | None]],
+    values: list[tuple[str | None, int | bool | None, str | None]], slice_rows: int
 ) -> None:
+    """Whatever the slices (shrunk here, so that JSON and bound slices alternate)."""
     rows = [(seq, *value) for seq, value in enumerate(values)]
     engine = create_engine("sqlite://")
     metadata.create_all(engine)
     try:
-        with engine.begin() as conn:
+        with engine.begin() as conn, pytest.MonkeyPatch.context() as patch:
+            patch.setattr(raw_sql, "_JSON_SLICE_ROWS", slice_rows)
             AS_JSON.run(conn, rows)
             as_json = stored(conn)
             conn.exec_driver_sql("DELETE FROM rows")
