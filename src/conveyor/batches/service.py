@@ -215,7 +215,7 @@ class BatchService:
         a page, which is handed back for the publish's transaction to write.
 
         Pages are written in a thread while the next ones are parsed: SQLite stores a page
-        without the GIL (its rows go as one JSON text, storage/raw_sql.py `BulkInsert`), so
+        without the GIL (its rows go as JSON text, storage/raw_sql.py `BulkInsert`), so
         parsing and storing overlap instead of taking turns. One page is written at a time,
         in order, and the parser runs at most two pages ahead (memory stays three pages).
         """

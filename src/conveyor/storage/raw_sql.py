@@ -152,7 +152,8 @@ class RawStatement:
 @dataclass
 class BulkInsert:
     """Many rows into one table, each a tuple in `columns` order: one COPY on PostgreSQL,
-    one statement over a JSON array of the rows on SQLite.
+    on SQLite one `executemany` of the INSERT (with `json_rows`, statements that read the
+    rows from JSON arrays).
 
     psycopg pipelines an `executemany`, but PostgreSQL still runs 500 INSERT statements for
     500 rows, and the worker waited for them: a group's member and result rows were two
@@ -160,17 +161,17 @@ class BulkInsert:
     stream. A failure (a unique index) raises at the end of the COPY, in the caller's
     transaction, as the `executemany` did.
 
-    With `json_rows`, SQLite gets the rows as one JSON text, read back by `json_each` in a
-    single step that runs without the interpreter's lock. Its `executemany` takes the lock
-    back for every row, to bind it, and a thread that gave the lock up waits a whole switch
-    interval (5 ms) to get it back from a busy one: beside a thread parsing a batch body it
-    stored 375 rows/s instead of 90,000, so storing and parsing took turns instead of
-    overlapping (docs/benchmarks.md, "Ingest: rows stored without the GIL"). Alone, the JSON
-    costs SQLite ~10% more per row than binding, more for wide rows: it is for a writer that
-    runs beside a busy thread. JSON carries text, integers and NULL exactly, as binding them
-    would; a table with a float column, a row JSON cannot carry (bytes, a lone surrogate, a
-    huge integer) and text holding NUL (which SQLite's JSON functions cut short) keep the
-    `executemany`.
+    With `json_rows`, SQLite gets the rows as JSON texts of 1,000 rows, each read back by
+    `json_each` in one step that runs without the interpreter's lock. `executemany` takes
+    the lock back for every row, to bind it, and a thread that gave the lock up waits a
+    whole switch interval (5 ms) to get it back from a busy one: beside a thread parsing a
+    batch body it stored 375 rows/s instead of 90,000, so storing and parsing took turns
+    instead of overlapping (docs/benchmarks.md, "Ingest: rows stored without the GIL").
+    Alone, the JSON costs SQLite ~10% more per row than binding, more for wide rows: it is
+    for a writer that runs beside a busy thread. JSON carries text, integers and NULL
+    exactly, as binding them would; a table with a float column, a row JSON cannot carry
+    (bytes, a lone surrogate, a huge integer) and text holding NUL (which SQLite's JSON
+    functions cut short) keep the `executemany`.
     """
 
     table: Table
